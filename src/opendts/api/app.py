@@ -1,0 +1,44 @@
+"""The ASGI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from opendts import __version__
+from opendts.api import errors
+from opendts.api.context import Runtime
+from opendts.api.middleware import EnvelopeMiddleware
+from opendts.backfills.endpoints import router as backfills_router
+from opendts.kit.db import Database
+from opendts.kit.envelope import json_response
+from opendts.kit.ratelimit import RateLimiter
+from opendts.settings import Settings
+
+
+def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
+    """Build the API app for ``settings`` (routes under ``/v1``)."""
+    database = db or Database(settings.resolved_database_url)
+    app = FastAPI(
+        title="opendts",
+        version=__version__,
+        description="Self-hosted Data Warehouse Transfer Service (Supermetrics DTS compatible).",
+        openapi_url="/v1/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.runtime = Runtime(
+        settings=settings,
+        db=database,
+        limiter=RateLimiter(settings.rate_limit_per_hour, settings.rate_limit_storage_url),
+    )
+    errors.install(app)
+    app.include_router(backfills_router, prefix="/v1")
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz(request: Request) -> Response:
+        return json_response({"status": "ok", "version": __version__})
+
+    app.add_middleware(EnvelopeMiddleware, max_body_bytes=settings.max_request_bytes)
+    return app

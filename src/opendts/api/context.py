@@ -1,0 +1,81 @@
+"""What every endpoint needs: the runtime, the request id, and a guarded session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Path, Request
+from sqlalchemy.orm import Session
+
+from opendts.auth.permissions import Access
+from opendts.auth.service import Principal, authenticate, authorize
+from opendts.kit.db import Database
+from opendts.kit.errors import TooManyRequests
+from opendts.kit.ratelimit import RateLimiter
+from opendts.settings import Settings
+
+MAX_ID = 9223372036854775807
+
+TeamId = Annotated[int, Path(ge=1, le=MAX_ID, description="Unique identifier of the team")]
+TransferId = Annotated[int, Path(ge=1, le=MAX_ID, description="Unique identifier of the transfer")]
+BackfillId = Annotated[int, Path(ge=1, le=MAX_ID, description="Unique identifier of the backfill")]
+
+
+@dataclass
+class Runtime:
+    """Process-wide objects, created once by ``create_app``."""
+
+    settings: Settings
+    db: Database
+    limiter: RateLimiter
+
+
+@dataclass(frozen=True, slots=True)
+class Guarded:
+    """A session opened after the caller was authenticated, rate-limited and authorised."""
+
+    session: Session
+    principal: Principal
+
+
+def runtime(request: Request) -> Runtime:
+    """The app's runtime."""
+    value: Runtime = request.app.state.runtime
+    return value
+
+
+def request_id(request: Request) -> str:
+    """The id the envelope middleware gave this request."""
+    value: str = request.state.request_id
+    return value
+
+
+@contextmanager
+def guarded(
+    request: Request, team_id: int, access: Access, *, write: bool = False
+) -> Iterator[Guarded]:
+    """Authenticate (401), spend rate budget (429), authorise (403), then yield a session.
+
+    Read endpoints reuse the authentication session; write endpoints get a write scope so
+    check-then-write rules are serialised.
+    """
+    rt = runtime(request)
+    with rt.db.session() as session:
+        principal = authenticate(session, request.headers.get("authorization"))
+        rate = rt.limiter.hit(principal.key_id)
+        request.state.rate_limit = rate
+        if not rate.allowed:
+            raise TooManyRequests(
+                f"This key may make {rate.limit} requests an hour. "
+                f"Retry after {rate.retry_after} seconds.",
+                headers={"Retry-After": str(rate.retry_after)},
+            )
+        authorize(principal, team_id, access)
+        if not write:
+            yield Guarded(session, principal)
+            return
+    with rt.db.session(write=True) as write_session:
+        yield Guarded(write_session, principal)

@@ -1,0 +1,108 @@
+"""Pure ASGI middleware: request id, CORS, rate-limit headers, body size, last-resort 500."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from opendts.kit.envelope import REQUEST_ID_PATTERN, error_body, json_response, new_request_id
+from opendts.kit.errors import PayloadTooLarge
+from opendts.kit.ratelimit import RateLimitState
+
+log = logging.getLogger("opendts.api")
+
+EXPOSED_HEADERS = "X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, Retry-After"
+ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
+class EnvelopeMiddleware:
+    """Gives every response a request id and CORS headers, and refuses oversized bodies."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        incoming = headers.get("x-request-id", "")
+        request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else new_request_id()
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                out = MutableHeaders(scope=message)
+                out["X-Request-Id"] = request_id
+                out["Access-Control-Allow-Origin"] = "*"
+                out["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+                rate: RateLimitState | None = state.get("rate_limit")
+                if rate is not None:
+                    out["X-RateLimit-Limit"] = str(rate.limit)
+                    out["X-RateLimit-Remaining"] = str(rate.remaining)
+            await send(message)
+
+        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+            await self._preflight(scope, receive, send_with_headers)
+            return
+
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._too_large(request_id)(scope, receive, send_with_headers)
+            return
+
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise PayloadTooLarge(self._too_large_text())
+            return message
+
+        try:
+            await self.app(scope, receive_limited, send_with_headers)
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": request_id})
+            if started:
+                raise
+            body = error_body(
+                request_id,
+                "INTERNAL_SERVER_ERROR",
+                "Internal server error",
+                f"An unexpected error occurred. Retry later; if it persists, report request id "
+                f"{request_id} to your opendts operator.",
+            )
+            await json_response(body, 500)(scope, receive, send_with_headers)
+
+    def _too_large_text(self) -> str:
+        return f"Send a request body of at most {self.max_body_bytes} bytes."
+
+    def _too_large(self, request_id: str) -> Any:
+        body = error_body(request_id, PayloadTooLarge.code, PayloadTooLarge.message)
+        body["error"]["description"] = self._too_large_text()
+        return json_response(body, 413)
+
+    async def _preflight(self, scope: Scope, receive: Receive, send: Send) -> None:
+        requested = Headers(scope=scope).get("access-control-request-headers", "")
+        response = Response(
+            status_code=204,
+            headers={
+                "Access-Control-Allow-Methods": ALLOWED_METHODS,
+                "Access-Control-Allow-Headers": requested
+                or "Authorization, Content-Type, X-Request-Id",
+                "Access-Control-Max-Age": "600",
+            },
+        )
+        await response(scope, receive, send)

@@ -1,0 +1,148 @@
+"""Authentication (key → user → team roles) and authorisation (scope AND permission)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from opendts.auth import keys
+from opendts.auth.models import ApiKey
+from opendts.auth.permissions import ACCESS_RULES, ALL_SCOPES, ROLE_PERMISSIONS, Access, Role
+from opendts.kit.clock import utcnow
+from opendts.kit.errors import Forbidden, InvalidParameter, NotFound, Unauthorized
+from opendts.teams.models import Membership
+from opendts.teams.service import get_user
+
+_DUMMY_HASH = keys.hash_secret("no-such-key")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key, its user, its scopes and the user's role in each team."""
+
+    key_id: int
+    user_id: int
+    scopes: frozenset[str]
+    roles: dict[int, Role] = field(default_factory=dict)
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer …`` header, or a 401 that says what is missing."""
+    if not authorization:
+        raise Unauthorized(
+            "Send your API key in the header 'Authorization: Bearer <key>'.",
+        )
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(
+            "Use the Bearer scheme: 'Authorization: Bearer <key>'.",
+            code="UNAUTHORIZED",
+        )
+    return token.strip()
+
+
+def _invalid_key() -> Unauthorized:
+    return Unauthorized(
+        "The API key is unknown or revoked. Create a new one with 'opendts admin key create'.",
+        code="API_KEY_INVALID",
+        message="Invalid API key",
+    )
+
+
+def authenticate(session: Session, authorization: str | None) -> Principal:
+    """Resolve an Authorization header to a principal, or raise 401."""
+    token = bearer_token(authorization)
+    parts = keys.split(token)
+    if parts is None:
+        keys.matches(token, _DUMMY_HASH)  # spend the same time as a real comparison
+        raise _invalid_key()
+    lookup_id, secret = parts
+    rows = session.execute(
+        select(
+            ApiKey.id,
+            ApiKey.user_id,
+            ApiKey.secret_hash,
+            ApiKey.scopes,
+            ApiKey.revoked_at,
+            Membership.team_id,
+            Membership.role,
+        )
+        .outerjoin(Membership, Membership.user_id == ApiKey.user_id)
+        .where(ApiKey.lookup_id == lookup_id)
+    ).all()
+    stored_hash = rows[0].secret_hash if rows else _DUMMY_HASH
+    if not keys.matches(secret, stored_hash) or not rows or rows[0].revoked_at is not None:
+        raise _invalid_key()
+    first = rows[0]
+    roles = {row.team_id: Role(row.role) for row in rows if row.team_id is not None}
+    return Principal(first.id, first.user_id, frozenset(first.scopes.split()), roles)
+
+
+def authorize(principal: Principal, team_id: int, access: Access) -> None:
+    """Require the key's scope AND the role's permission in ``team_id``, else raise 403."""
+    scope, permission = ACCESS_RULES[access]
+    if scope not in principal.scopes:
+        raise Forbidden(
+            f"This API key lacks the scope '{scope}'. Create a key with that scope.",
+            code="INSUFFICIENT_SCOPE",
+            message="Missing scope",
+        )
+    role = principal.roles.get(team_id)
+    if role is None:
+        raise Forbidden(
+            f"You are not a member of team {team_id}. Use a key of a user in that team.",
+            code="FORBIDDEN",
+            message="Not a member of this team",
+        )
+    if permission not in ROLE_PERMISSIONS[role]:
+        raise Forbidden(
+            f"Your role '{role}' in team {team_id} lacks the permission '{permission}'. "
+            "Ask a team admin for the editor role.",
+            code="PERMISSION_ERROR",
+            message="Missing permission",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A key as returned once at creation: ``plaintext`` is never shown again."""
+
+    id: int
+    user_id: int
+    scopes: tuple[str, ...]
+    plaintext: str
+
+
+def issue_key(session: Session, user_id: int, scopes: tuple[str, ...], name: str = "") -> IssuedKey:
+    """Mint a key for ``user_id`` with ``scopes``; only its hash is stored."""
+    known = {scope.value for scope in ALL_SCOPES}
+    unknown = [scope for scope in scopes if scope not in known]
+    if unknown or not scopes:
+        raise InvalidParameter(
+            f"Unknown or missing scopes {unknown}; choose from {', '.join(sorted(known))}."
+        )
+    get_user(session, user_id)
+    minted = keys.mint()
+    key = ApiKey(
+        lookup_id=minted.lookup_id,
+        secret_hash=minted.secret_hash,
+        user_id=user_id,
+        name=name,
+        scopes=" ".join(dict.fromkeys(scopes)),
+    )
+    session.add(key)
+    session.flush()
+    return IssuedKey(key.id, user_id, tuple(dict.fromkeys(scopes)), minted.plaintext)
+
+
+def revoke_key(session: Session, key_id: int) -> ApiKey:
+    """Revoke a key at once; later requests with it get 401."""
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"API key {key_id} does not exist.", code="API_KEY_NOT_FOUND")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+    session.flush()
+    return key

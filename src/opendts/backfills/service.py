@@ -1,0 +1,176 @@
+"""Backfill use cases. Services never commit: the caller's session scope does."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy.orm import Session
+
+from opendts.backfills import repository
+from opendts.backfills.models import Backfill
+from opendts.backfills.status import BackfillStatus, can_transition
+from opendts.kit.clock import today, utcnow
+from opendts.kit.errors import NotFound, Unprocessable
+from opendts.transfers import repository as transfers
+from opendts.transfers.models import Transfer, TransferState
+
+
+@dataclass(frozen=True, slots=True)
+class RangeRules:
+    """Limits on a backfill's date range."""
+
+    max_days: int
+
+
+def _transfer_not_found(transfer_id: int) -> NotFound:
+    return NotFound(
+        f"Transfer {transfer_id} does not exist in this team. Check the transfer id.",
+        code="TRANSFER_NOT_FOUND",
+        message="Transfer not found",
+    )
+
+
+def _backfill_not_found(backfill_id: int) -> NotFound:
+    return NotFound(
+        f"Backfill {backfill_id} does not exist in this team. "
+        "List your team's backfills and check the id.",
+        code="BACKFILL_NOT_FOUND",
+        message="Backfill not found",
+    )
+
+
+def check_range(range_start: date, range_end: date, rules: RangeRules) -> int:
+    """Validate an inclusive date range and return its number of days."""
+    if range_end < range_start:
+        raise Unprocessable(
+            f"range_end ({range_end}) is before range_start ({range_start}). "
+            "Swap them or fix the dates.",
+            code="INVALID_DATE_RANGE",
+            message="Invalid date range",
+        )
+    current = today()
+    if range_end > current:
+        raise Unprocessable(
+            f"range_end ({range_end}) is in the future. Use {current} (today, UTC) or earlier.",
+            code="RANGE_END_IN_FUTURE",
+            message="Date range ends in the future",
+        )
+    days = (range_end - range_start).days + 1
+    if days > rules.max_days:
+        raise Unprocessable(
+            f"The range covers {days} days; the maximum is {rules.max_days}. "
+            "Split it into several backfills.",
+            code="RANGE_TOO_LONG",
+            message="Date range too long",
+        )
+    return days
+
+
+def _check_transfer_accepts(transfer: Transfer) -> None:
+    if transfer.deleted_at is not None:
+        raise Unprocessable(
+            f"Transfer {transfer.id} was deleted; it cannot be backfilled.",
+            code="TRANSFER_DELETED",
+            message="Transfer deleted",
+        )
+    if transfer.state == TransferState.PAUSED:
+        raise Unprocessable(
+            f"Transfer {transfer.id} is paused. Unpause it, then create the backfill.",
+            code="TRANSFER_PAUSED",
+            message="Transfer paused",
+        )
+
+
+def create(
+    session: Session,
+    *,
+    team_id: int,
+    transfer_id: int,
+    user_id: int,
+    range_start: date,
+    range_end: date,
+    rules: RangeRules,
+) -> Backfill:
+    """Create a backfill in status CREATED, refusing overlaps with active ones."""
+    # The row lock serialises concurrent creates for one transfer on PostgreSQL; on SQLite
+    # the write scope's BEGIN IMMEDIATE does the same for the whole database.
+    transfer = transfers.get_in_team(session, team_id, transfer_id, lock=True)
+    if transfer is None:
+        raise _transfer_not_found(transfer_id)
+    _check_transfer_accepts(transfer)
+    days = check_range(range_start, range_end, rules)
+    overlap = repository.active_overlapping(session, transfer_id, range_start, range_end)
+    if overlap is not None:
+        raise Unprocessable(
+            f"Backfill {overlap.id} ({overlap.range_start} to {overlap.range_end}, "
+            f"{overlap.status}) already covers part of this range. Cancel it or pick other dates.",
+            code="BACKFILL_OVERLAP",
+            message="Overlapping backfill",
+        )
+    backfill = Backfill(
+        team_id=team_id,
+        transfer_id=transfer_id,
+        range_start=range_start,
+        range_end=range_end,
+        status=BackfillStatus.CREATED.value,
+        created_time=utcnow(),
+        created_user_id=user_id,
+        runs_total=days,
+        runs_created=0,
+        runs_completed=0,
+        runs_failed=0,
+    )
+    session.add(backfill)
+    session.flush()
+    return backfill
+
+
+def get(session: Session, team_id: int, backfill_id: int) -> Backfill:
+    """One backfill of the team, or 404."""
+    backfill = repository.get_in_team(session, team_id, backfill_id)
+    if backfill is None:
+        raise _backfill_not_found(backfill_id)
+    return backfill
+
+
+def latest(session: Session, team_id: int, transfer_id: int) -> Backfill:
+    """The transfer's most recent backfill, or 404 if the transfer never had one."""
+    if transfers.get_in_team(session, team_id, transfer_id) is None:
+        raise _transfer_not_found(transfer_id)
+    backfill = repository.latest_of_transfer(session, team_id, transfer_id)
+    if backfill is None:
+        raise NotFound(
+            f"Transfer {transfer_id} has never had a backfill. Create one first.",
+            code="BACKFILL_NOT_FOUND",
+            message="No backfill for this transfer",
+        )
+    return backfill
+
+
+def list_incomplete(session: Session, team_id: int) -> Sequence[Backfill]:
+    """The team's incomplete backfills, newest first."""
+    return repository.incomplete_of_team(session, team_id)
+
+
+def cancel(session: Session, *, team_id: int, backfill_id: int, user_id: int) -> Backfill:
+    """Cancel an incomplete backfill; a final one gives 422."""
+    backfill = repository.get_in_team(session, team_id, backfill_id, lock=True)
+    if backfill is None:
+        raise _backfill_not_found(backfill_id)
+    current = BackfillStatus(backfill.status)
+    if not can_transition(current, BackfillStatus.CANCELLED):
+        raise Unprocessable(
+            f"Backfill {backfill_id} is already {current.value}; only CREATED, SCHEDULED, "
+            "RUNNING or FAILED backfills can be cancelled.",
+            code="BACKFILL_NOT_CANCELLABLE",
+            message="Backfill already final",
+        )
+    now = utcnow()
+    backfill.status = BackfillStatus.CANCELLED.value
+    backfill.removed_time = now
+    backfill.removed_user_id = user_id
+    backfill.end_time = now
+    session.flush()
+    return backfill

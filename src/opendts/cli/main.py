@@ -1,0 +1,74 @@
+"""The ``opendts`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from opendts import __version__
+from opendts.cli import admin
+from opendts.cli.runtime import settings_from
+from opendts.cli.serve import serve as run_server
+from opendts.kit import migrate as migrations
+from opendts.kit.db import Database, is_sqlite
+
+app = typer.Typer(
+    help="opendts: self-hosted Data Warehouse Transfer Service.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(admin.app, name="admin")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"opendts {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder for embedded state [env: OPENDTS_DATA_DIR; ./opendts-data]."),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="Metadata database URL [env: OPENDTS_DATABASE_URL; SQLite]."),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+) -> None:
+    """Global options shared by every command."""
+    ctx.obj = {"data_dir": data_dir, "database_url": database_url}
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Bind address [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [8080].")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Start the API server with embedded defaults (SQLite in ./opendts-data)."""
+    ctx.find_root().obj.update({"host": host, "port": port})
+    run_server(settings_from(ctx), log_level=log_level)
+
+
+@app.command()
+def migrate(ctx: typer.Context) -> None:
+    """Bring the metadata database schema up to date (Alembic)."""
+    settings = settings_from(ctx)
+    url = settings.resolved_database_url
+    if is_sqlite(url):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(url)
+    before = migrations.current_revision(db)
+    migrations.upgrade(db)
+    after = migrations.current_revision(db)
+    db.dispose()
+    typer.echo(f"database at revision {after} (was {before or 'empty'})")

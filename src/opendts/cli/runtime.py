@@ -1,0 +1,72 @@
+"""Shared CLI plumbing: settings from flags, an up-to-date database, error printing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import typer
+
+from opendts.kit import migrate
+from opendts.kit.db import Database, is_sqlite
+from opendts.kit.errors import ApiError
+from opendts.settings import Settings
+
+
+def settings_from(ctx: typer.Context) -> Settings:
+    """Settings built from the environment, overridden by the root command's flags."""
+    overrides: dict[str, Any] = (ctx.find_root().obj or {}).copy()
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def open_database(settings: Settings, *, auto_migrate: bool = True) -> Database:
+    """The metadata database, migrated when embedded, checked when shared."""
+    url = settings.resolved_database_url
+    if is_sqlite(url):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(url)
+    if is_sqlite(url) and auto_migrate:
+        migrate.upgrade(db)
+    elif not migrate.is_current(db):
+        fail(
+            "SCHEMA_OUT_OF_DATE",
+            f"The database schema is at {migrate.current_revision(db)}, this opendts needs "
+            f"{migrate.head_revision(db)}. Run 'opendts migrate' first.",
+            as_json=False,
+        )
+    return db
+
+
+def fail(code: str, description: str, *, as_json: bool) -> NoReturn:
+    """Print an error the way scripts and people want it, then exit 1."""
+    if as_json:
+        typer.echo(json.dumps({"error": {"code": code, "description": description}}))
+    else:
+        typer.secho(f"error: {code}: {description}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def emit(payload: dict[str, Any], *, as_json: bool, human: Callable[[], str]) -> None:
+    """Print JSON for scripts or a sentence for people."""
+    typer.echo(json.dumps(payload) if as_json else human())
+
+
+@contextmanager
+def admin_session(ctx: typer.Context, *, as_json: bool) -> Iterator[Any]:
+    """A write session for an admin command; domain errors become a clean exit 1."""
+    db = open_database(settings_from(ctx))
+    try:
+        with db.session(write=True) as session:
+            yield session
+    except ApiError as exc:
+        fail(exc.code, exc.description or exc.message, as_json=as_json)
+    finally:
+        db.dispose()
+
+
+def stderr_is_tty() -> bool:
+    """Whether a person is probably watching."""
+    return sys.stderr.isatty()

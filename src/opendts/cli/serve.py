@@ -1,0 +1,70 @@
+"""``opendts serve``: the API (and, from the engine issue on, the workers) in one process."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+import uvicorn
+
+from opendts import __version__
+from opendts.api.app import create_app
+from opendts.cli.runtime import open_database
+from opendts.kit.db import is_sqlite
+from opendts.settings import Settings
+from opendts.teams import service as teams
+from opendts.teams.demo import DemoAccount, create_demo
+
+
+def first_start_banner(account: DemoAccount, base: str) -> str:
+    """What a new user needs to make their first call, ready to paste."""
+    key, team, transfer = account.api_key, account.team_id, account.transfer_id
+    return f"""
+  opendts {__version__}: first start, demo account created.
+
+  Team {team}, user {account.user_id}, transfer {transfer}.
+  API key (shown only now, copy it):
+
+      {key}
+
+  Create a backfill and list what is incomplete:
+
+      curl -s -X POST {base}/v1/teams/{team}/transfers/{transfer}/backfills \\
+        -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
+        -d '{{"range_start": "2024-01-01", "range_end": "2024-01-31"}}'
+      curl -s {base}/v1/teams/{team}/backfills -H "Authorization: Bearer {key}"
+
+  Or from Python with the official client (pip install supermetrics):
+
+      from datetime import date
+      from supermetrics import SupermetricsClient
+      client = SupermetricsClient(api_key="{key}", base_url="{base}/v1")
+      backfill = client.backfills.create({team}, {transfer}, date(2024, 1, 1), date(2024, 1, 31))
+      print(backfill.status, backfill.transfer_runs_total)
+
+  Lost the key? 'opendts admin demo' makes a new demo team and key.
+"""
+
+
+def serve(settings: Settings, *, log_level: str = "info") -> None:
+    """Migrate (embedded DB), create the demo account on first start, then serve."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    db = open_database(settings)
+    base = f"http://{settings.host}:{settings.port}"
+    with db.session(write=True) as session:
+        account = create_demo(session) if teams.count_teams(session) == 0 else None
+    if account is not None:
+        typer.echo(first_start_banner(account, base))
+    else:
+        where = settings.data_dir.resolve() if is_sqlite(db.url) else "PostgreSQL"
+        typer.echo(f"opendts {__version__}: serving {base}/v1 (state in {where})")
+    app = create_app(settings, db)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+    )
+    uvicorn.Server(config).run()

@@ -1,0 +1,51 @@
+"""Per-key hourly request budget, backed by the maintained ``limits`` library.
+
+In-memory storage serves one API process; a ``redis://`` URL shares the budget between
+several API processes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from limits import RateLimitItemPerHour
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitState:
+    """What the response headers report about one key's budget."""
+
+    limit: int
+    remaining: int
+    retry_after: int
+    allowed: bool
+
+
+class RateLimiter:
+    """Counts requests per API key in fixed one-hour windows."""
+
+    def __init__(self, per_hour: int, storage_url: str = "memory://") -> None:
+        self.item = RateLimitItemPerHour(per_hour)
+        self.storage = storage_from_string(storage_url)
+        self.strategy = FixedWindowRateLimiter(self.storage)
+
+    def hit(self, key_id: int) -> RateLimitState:
+        """Spend one request of ``key_id``'s budget and report what is left."""
+        identity = f"key:{key_id}"
+        allowed = self.strategy.hit(self.item, "opendts", identity)
+        stats = self.strategy.get_window_stats(self.item, "opendts", identity)
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        return RateLimitState(
+            limit=self.item.amount,
+            remaining=max(0, stats.remaining),
+            retry_after=min(retry_after, 3600),
+            allowed=allowed,
+        )
+
+    def reset(self) -> None:
+        """Forget every counter (tests)."""
+        self.storage.reset()

@@ -1,0 +1,38 @@
+"""Transfers: what a backfill re-loads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from opendts.kit.clock import utcnow
+from opendts.kit.db import Base
+from opendts.kit.types import BigId, UtcDateTime
+
+
+class TransferState(StrEnum):
+    """Whether a transfer accepts new work."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+
+
+class Transfer(Base):
+    """A configured data transfer of one team."""
+
+    __tablename__ = "transfers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("teams.id", ondelete="CASCADE"), index=True
+    )
+    display_name: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(20), default=TransferState.ACTIVE.value)
+    max_parallel_runs: Mapped[int] = mapped_column(Integer, default=1)
+    created_user_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
