@@ -1,0 +1,5 @@
+"""``python -m opendts`` is the ``opendts`` command."""
+
+from opendts.cli.main import app
+
+app()
