@@ -10,7 +10,6 @@ import typer
 from opendts import __version__
 from opendts.cli import admin
 from opendts.cli.runtime import settings_from
-from opendts.cli.serve import serve as run_server
 from opendts.kit import migrate as migrations
 from opendts.kit.db import Database, is_sqlite
 
@@ -55,6 +54,9 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Start the API server with embedded defaults (SQLite in ./opendts-data)."""
+    # Imported here so admin commands do not pay for loading the web stack.
+    from opendts.cli.serve import serve as run_server
+
     ctx.find_root().obj.update({"host": host, "port": port})
     run_server(settings_from(ctx), log_level=log_level)
 

@@ -49,6 +49,7 @@ def first_start_banner(account: DemoAccount, base: str) -> str:
 def serve(settings: Settings, *, log_level: str = "info") -> None:
     """Migrate (embedded DB), create the demo account on first start, then serve."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     db = open_database(settings)
     base = f"http://{settings.host}:{settings.port}"
     with db.session(write=True) as session:

@@ -1,0 +1,20 @@
+.DEFAULT_GOAL := help
+VENV := .venv/bin
+
+help: ## List the everyday commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: ## Create .venv and install opendts with test extras
+	python3 -m venv .venv && $(VENV)/pip install -q -e '.[test]'
+
+serve: ## Start opendts with embedded defaults (SQLite in ./opendts-data)
+	$(VENV)/opendts serve
+
+test: ## Lint, format check, types and the whole test suite
+	bash scripts/test.sh
+
+fmt: ## Format and auto-fix
+	$(VENV)/ruff format src tests bench && $(VENV)/ruff check --fix src tests bench
+
+bench: ## API benchmark (prints ratios against a bare endpoint)
+	$(VENV)/python bench/api.py
