@@ -15,6 +15,7 @@ from opendts.kit.db import Database
 from opendts.settings import Settings
 from tests import databases
 from tests.factories import Account, make_account
+from tests.live import LiveServer, live_server
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +79,18 @@ def account(db: Database) -> Account:
 def _system_clock() -> Iterator[None]:
     yield
     set_clock(None)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """A real ``opendts serve`` process with a demo account, on each database."""
+    data_dir = tmp_path_factory.mktemp("live")
+    if request.param == "sqlite":
+        with live_server(data_dir) as server:
+            yield server
+        return
+    databases.require_pg()
+    with databases.pg_database() as url, live_server(data_dir, url) as server:
+        yield server
