@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Path, Request
+from pydantic import BeforeValidator
 from sqlalchemy.orm import Session
 
 from opendts.auth.permissions import Access
@@ -19,9 +21,24 @@ from opendts.settings import Settings
 
 MAX_ID = 9223372036854775807
 
-TeamId = Annotated[int, Path(ge=1, le=MAX_ID, description="Unique identifier of the team")]
-TransferId = Annotated[int, Path(ge=1, le=MAX_ID, description="Unique identifier of the transfer")]
-BackfillId = Annotated[int, Path(ge=1, le=MAX_ID, description="Unique identifier of the backfill")]
+_DIGITS = re.compile(r"^[1-9][0-9]{0,18}$")
+
+
+def _plain_digits(value: object) -> object:
+    # Path ids are plain decimal integers: refuse "1.0", "+1", " 1", "01" and "1_000",
+    # which a lax integer parser would accept.
+    if isinstance(value, str) and not _DIGITS.match(value):
+        raise ValueError("must be a plain decimal integer")
+    return value
+
+
+def _path_id(what: str) -> Any:
+    return Path(ge=1, le=MAX_ID, description=f"Unique identifier of the {what}")
+
+
+TeamId = Annotated[int, _path_id("team"), BeforeValidator(_plain_digits)]
+TransferId = Annotated[int, _path_id("transfer"), BeforeValidator(_plain_digits)]
+BackfillId = Annotated[int, _path_id("backfill"), BeforeValidator(_plain_digits)]
 
 
 @dataclass

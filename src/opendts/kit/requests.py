@@ -10,7 +10,7 @@ import orjson
 
 from opendts.kit.errors import InvalidParameter
 
-_DATE_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE_PATTERN = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
 def is_json_content_type(content_type: str | None) -> bool:
