@@ -91,3 +91,27 @@ def test_paused_and_deleted_transfers_refuse_backfills(tmp_path: Path) -> None:
         body = {"range_start": "2024-02-01", "range_end": "2024-02-02"}
         deleted = httpx.post(url, json=body, headers=server.headers)
         assert (deleted.status_code, deleted.json()["error"]["code"]) == (422, "TRANSFER_DELETED")
+
+
+def test_unreachable_database_is_one_clear_line_with_the_password_hidden(
+    env: dict[str, str],
+) -> None:
+    env = {**env, "OPENDTS_DATABASE_URL": "postgresql://ana:s3cret@127.0.0.1:1/opendts"}
+    result = opendts(env, "admin", "demo", check=False)
+    assert result.returncode == 1
+    assert "DATABASE_UNAVAILABLE" in result.stderr
+    assert "s3cret" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_taken_port_says_so(env: dict[str, str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = opendts(env, "serve", "--port", str(port), check=False)
+    assert result.returncode == 1
+    assert "ADDRESS_IN_USE" in result.stderr
+    assert "--port" in result.stderr

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import typer
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from opendts.kit import migrate
 from opendts.kit.db import Database, is_sqlite
@@ -28,16 +30,30 @@ def open_database(settings: Settings, *, auto_migrate: bool = True) -> Database:
     if is_sqlite(url):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(url)
-    if is_sqlite(url) and auto_migrate:
-        migrate.upgrade(db)
-    elif not migrate.is_current(db):
+    try:
+        if is_sqlite(url) and auto_migrate:
+            migrate.upgrade(db)
+        elif not migrate.is_current(db):
+            fail(
+                "SCHEMA_OUT_OF_DATE",
+                f"The database schema is at {migrate.current_revision(db)}, this opendts needs "
+                f"{migrate.head_revision(db)}. Run 'opendts migrate' first.",
+                as_json=False,
+            )
+    except OperationalError as exc:
+        db.dispose()
         fail(
-            "SCHEMA_OUT_OF_DATE",
-            f"The database schema is at {migrate.current_revision(db)}, this opendts needs "
-            f"{migrate.head_revision(db)}. Run 'opendts migrate' first.",
+            "DATABASE_UNAVAILABLE",
+            f"Cannot open the metadata database {safe_url(url)}: {str(exc.orig).strip()}. "
+            "Check OPENDTS_DATABASE_URL (or --database-url) and that the server is running.",
             as_json=False,
         )
     return db
+
+
+def safe_url(url: str) -> str:
+    """A database URL with any password masked, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def fail(code: str, description: str, *, as_json: bool) -> NoReturn:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 import typer
 import uvicorn
 
 from opendts import __version__
 from opendts.api.app import create_app
-from opendts.cli.runtime import open_database
+from opendts.cli.runtime import fail, open_database
 from opendts.kit.db import is_sqlite
 from opendts.settings import Settings
 from opendts.teams import service as teams
@@ -46,10 +47,26 @@ def first_start_banner(account: DemoAccount, base: str) -> str:
 """
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """Fail with advice, not a traceback, when the port is taken."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            fail(
+                "ADDRESS_IN_USE",
+                f"Cannot listen on {host}:{port} ({exc.strerror}). "
+                "Stop the other process or pass --port (or set OPENDTS_PORT).",
+                as_json=False,
+            )
+
+
 def serve(settings: Settings, *, log_level: str = "info") -> None:
     """Migrate (embedded DB), create the demo account on first start, then serve."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    ensure_port_free(settings.host, settings.port)
     db = open_database(settings)
     base = f"http://{settings.host}:{settings.port}"
     with db.session(write=True) as session:
