@@ -86,9 +86,9 @@ def test_400_invalid_path_id(client: SupermetricsClient) -> None:
 
 
 def test_401_unknown_key(live: LiveServer) -> None:
-    with SupermetricsClient(api_key="odts_nope", base_url=live.base_url) as sdk:
-        with pytest.raises(SupermetricsAuthError) as caught:
-            sdk.backfills.list_incomplete(live.team_id)
+    sdk = SupermetricsClient(api_key="odts_nope", base_url=live.base_url)
+    with sdk, pytest.raises(SupermetricsAuthError) as caught:
+        sdk.backfills.list_incomplete(live.team_id)
     assert caught.value.status_code == 401
     assert caught.value.error_code == "API_KEY_INVALID"
 
@@ -125,7 +125,8 @@ def test_422_range_rules_and_final_cancel(live: LiveServer, client: Supermetrics
 
 def test_429_with_retry_after(tmp_path: Path) -> None:
     with live_server(tmp_path, OPENDTS_RATE_LIMIT_PER_HOUR="2") as server:
-        with SupermetricsClient(api_key=server.api_key, base_url=server.base_url) as sdk:
+        sdk = SupermetricsClient(api_key=server.api_key, base_url=server.base_url)
+        with sdk:
             sdk.backfills.list_incomplete(server.team_id)
             sdk.backfills.list_incomplete(server.team_id)
             with pytest.raises(SupermetricsRateLimitError) as caught:
