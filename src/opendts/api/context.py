@@ -82,7 +82,7 @@ def guarded(
     rt = runtime(request)
     with rt.db.session() as session:
         principal = authenticate(session, request.headers.get("authorization"))
-        rate = rt.limiter.hit(principal.key_id)
+        rate = rt.limiter.hit(principal.key_lookup_id)
         request.state.rate_limit = rate
         if not rate.allowed:
             raise TooManyRequests(

@@ -23,6 +23,9 @@ class Principal:
     """Who is calling: the key, its user, its scopes and the user's role in each team."""
 
     key_id: int
+    #: The key's public lookup id: unique across installations, so budgets kept in a shared
+    #: Redis never collide between two opendts databases.
+    key_lookup_id: str
     user_id: int
     scopes: frozenset[str]
     roles: dict[int, Role] = field(default_factory=dict)
@@ -77,7 +80,7 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
         raise _invalid_key()
     first = rows[0]
     roles = {row.team_id: Role(row.role) for row in rows if row.team_id is not None}
-    return Principal(first.id, first.user_id, frozenset(first.scopes.split()), roles)
+    return Principal(first.id, lookup_id, first.user_id, frozenset(first.scopes.split()), roles)
 
 
 def authorize(principal: Principal, team_id: int, access: Access) -> None:

@@ -33,9 +33,9 @@ class RateLimiter:
         self.storage = storage_from_string(storage_url)
         self.strategy = FixedWindowRateLimiter(self.storage)
 
-    def hit(self, key_id: int) -> RateLimitState:
-        """Spend one request of ``key_id``'s budget and report what is left."""
-        identity = f"key:{key_id}"
+    def hit(self, key: str) -> RateLimitState:
+        """Spend one request of ``key``'s budget and report what is left."""
+        identity = f"key:{key}"
         allowed = self.strategy.hit(self.item, "opendts", identity)
         stats = self.strategy.get_window_stats(self.item, "opendts", identity)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
