@@ -199,3 +199,37 @@ def test_cancel_bodies_other_than_cancelled_are_400_and_change_nothing(
         assert error["description"]
     assert client.get(url, headers=account.headers).json()["data"]["status"] == "CREATED"
     assert count_backfills(db) == 1
+
+
+def test_list_json_rendered_by_the_database_equals_the_reference_rendering(
+    client: TestClient, db: Database, account: Account
+) -> None:
+    """The list is rendered in SQL for speed; it must match ``to_wire`` byte for byte in meaning."""
+    from datetime import UTC, datetime
+
+    plain = make_backfill(db, account, date(2024, 1, 1), date(2024, 1, 31))
+    other = make_transfer(db, account.team_id)
+    busy = make_backfill(db, account, date(2023, 12, 31), date(2024, 2, 29), other)
+    with db.session(write=True) as session:
+        session.execute(
+            update(Backfill)
+            .where(Backfill.id == busy.id)
+            .values(
+                status="RUNNING",
+                start_time=datetime(2024, 3, 1, 0, 0, 0, tzinfo=UTC),  # no microseconds
+                created_time=datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=UTC),
+                runs_created=61,
+                runs_completed=7,
+                runs_failed=2,
+            )
+        )
+    listed = client.get(f"/v1/teams/{account.team_id}/backfills", headers=account.headers)
+    by_id = {b["transfer_backfill_id"]: b for b in listed.json()["data"]}
+    for backfill_id in (plain.id, busy.id):
+        one = client.get(
+            f"/v1/teams/{account.team_id}/backfills/{backfill_id}", headers=account.headers
+        )
+        assert by_id[backfill_id] == one.json()["data"]
+    assert by_id[busy.id]["start_time"] == "2024-03-01T00:00:00.000000Z"
+    assert by_id[busy.id]["created_time"] == "2024-03-01T12:30:15.123456Z"
+    assert list(by_id[busy.id]) == list(one.json()["data"])  # same key order

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from opendts.api.context import BackfillId, TeamId, TransferId, guarded, request_id, runtime
+from opendts.api.context import (
+    BackfillId,
+    Guarded,
+    TeamId,
+    TransferId,
+    request_id,
+    run_guarded,
+    runtime,
+)
 from opendts.auth.permissions import Access
 from opendts.backfills import schemas, service
-from opendts.kit.envelope import data_response
+from opendts.kit.envelope import data_response, raw_data_response
 
 router = APIRouter(tags=["Data Backfills"])
 
@@ -19,12 +27,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def raw_body(request: Request) -> bytes:
-    """The request body, read on the event loop so the endpoint itself can stay sync."""
-    return await request.body()
-
-
-RawBody = Annotated[bytes, Depends(raw_body)]
+def _json_body(model: type[Any]) -> dict[str, Any]:
+    # Bodies are parsed by hand (for precise 400s), so describe them for the OpenAPI document.
+    schema = {"application/json": {"schema": model.model_json_schema()}}
+    return {"requestBody": {"required": True, "content": schema}}
 
 
 @router.post(
@@ -32,20 +38,14 @@ RawBody = Annotated[bytes, Depends(raw_body)]
     summary="Create a backfill",
     operation_id="createBackfill",
     responses={200: {"model": schemas.BackfillEnvelope}, **_ERRORS},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": schemas.CreateBackfillRequest.model_json_schema()}
-            },
-        }
-    },
+    openapi_extra=_json_body(schemas.CreateBackfillRequest),
 )
-def create_backfill(
-    request: Request, team_id: TeamId, transfer_id: TransferId, body: RawBody
-) -> Response:
+async def create_backfill(request: Request, team_id: TeamId, transfer_id: TransferId) -> Response:
     """Schedule a backfill of ``transfer_id`` over an inclusive date range (status CREATED)."""
-    with guarded(request, team_id, Access.WRITE, write=True) as ctx:
+    body = await request.body()
+    rules = service.RangeRules(max_days=runtime(request).settings.max_backfill_days)
+
+    def work(ctx: Guarded) -> dict[str, Any]:
         range_start, range_end = schemas.parse_create(body, request.headers.get("content-type"))
         backfill = service.create(
             ctx.session,
@@ -54,9 +54,11 @@ def create_backfill(
             user_id=ctx.principal.user_id,
             range_start=range_start,
             range_end=range_end,
-            rules=service.RangeRules(max_days=runtime(request).settings.max_backfill_days),
+            rules=rules,
         )
-        data = schemas.to_wire(backfill)
+        return schemas.to_wire(backfill)
+
+    data = await run_guarded(request, team_id, Access.WRITE, work, write=True)
     return data_response(request_id(request), data)
 
 
@@ -66,11 +68,15 @@ def create_backfill(
     operation_id="listIncompleteBackfills",
     responses={200: {"model": schemas.BackfillListEnvelope}, **_ERRORS},
 )
-def list_incomplete_backfills(request: Request, team_id: TeamId) -> Response:
+async def list_incomplete_backfills(request: Request, team_id: TeamId) -> Response:
     """The team's CREATED, SCHEDULED, RUNNING and FAILED backfills, newest first (≤ 100)."""
-    with guarded(request, team_id, Access.READ) as ctx:
-        data = [schemas.to_wire(b) for b in service.list_incomplete(ctx.session, team_id)]
-    return data_response(request_id(request), data)
+    data_json = await run_guarded(
+        request,
+        team_id,
+        Access.READ,
+        lambda ctx: service.list_incomplete_json(ctx.session, team_id),
+    )
+    return raw_data_response(request_id(request), data_json)
 
 
 @router.get(
@@ -79,10 +85,14 @@ def list_incomplete_backfills(request: Request, team_id: TeamId) -> Response:
     operation_id="getBackfill",
     responses={200: {"model": schemas.BackfillEnvelope}, **_ERRORS},
 )
-def get_backfill(request: Request, team_id: TeamId, backfill_id: BackfillId) -> Response:
+async def get_backfill(request: Request, team_id: TeamId, backfill_id: BackfillId) -> Response:
     """One backfill of the team, whatever its status."""
-    with guarded(request, team_id, Access.READ) as ctx:
-        data = schemas.to_wire(service.get(ctx.session, team_id, backfill_id))
+    data = await run_guarded(
+        request,
+        team_id,
+        Access.READ,
+        lambda ctx: schemas.to_wire(service.get(ctx.session, team_id, backfill_id)),
+    )
     return data_response(request_id(request), data)
 
 
@@ -92,10 +102,16 @@ def get_backfill(request: Request, team_id: TeamId, backfill_id: BackfillId) -> 
     operation_id="getLatestBackfill",
     responses={200: {"model": schemas.BackfillEnvelope}, **_ERRORS},
 )
-def get_latest_backfill(request: Request, team_id: TeamId, transfer_id: TransferId) -> Response:
+async def get_latest_backfill(
+    request: Request, team_id: TeamId, transfer_id: TransferId
+) -> Response:
     """The transfer's most recent backfill of any status; 404 if it never had one."""
-    with guarded(request, team_id, Access.READ) as ctx:
-        data = schemas.to_wire(service.latest(ctx.session, team_id, transfer_id))
+    data = await run_guarded(
+        request,
+        team_id,
+        Access.READ,
+        lambda ctx: schemas.to_wire(service.latest(ctx.session, team_id, transfer_id)),
+    )
     return data_response(request_id(request), data)
 
 
@@ -104,23 +120,20 @@ def get_latest_backfill(request: Request, team_id: TeamId, transfer_id: Transfer
     summary="Cancel a backfill",
     operation_id="updateBackfillStatus",
     responses={200: {"model": schemas.BackfillEnvelope}, **_ERRORS},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": schemas.UpdateBackfillStatusBody.model_json_schema()}
-            },
-        }
-    },
+    openapi_extra=_json_body(schemas.UpdateBackfillStatusBody),
 )
-def update_backfill_status(
-    request: Request, team_id: TeamId, backfill_id: BackfillId, body: RawBody
+async def update_backfill_status(
+    request: Request, team_id: TeamId, backfill_id: BackfillId
 ) -> Response:
     """Cancel a backfill: body ``{"status": "CANCELLED"}``."""
-    with guarded(request, team_id, Access.WRITE, write=True) as ctx:
+    body = await request.body()
+
+    def work(ctx: Guarded) -> dict[str, Any]:
         schemas.parse_status_update(body, request.headers.get("content-type"))
         backfill = service.cancel(
             ctx.session, team_id=team_id, backfill_id=backfill_id, user_id=ctx.principal.user_id
         )
-        data = schemas.to_wire(backfill)
+        return schemas.to_wire(backfill)
+
+    data = await run_guarded(request, team_id, Access.WRITE, work, write=True)
     return data_response(request_id(request), data)

@@ -12,7 +12,9 @@ from opendts.kit.clock import utcnow
 from opendts.kit.db import Base
 from opendts.kit.types import BigId, UtcDateTime
 
-_INCOMPLETE_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(INCOMPLETE)))
+#: The partial-index predicate. Queries must repeat it verbatim (not as bound parameters) for
+#: SQLite and PostgreSQL to prove the index applies.
+INCOMPLETE_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(INCOMPLETE)))
 
 
 class Backfill(Base):
@@ -44,8 +46,8 @@ class Backfill(Base):
             "team_id",
             "created_time",
             "id",
-            sqlite_where=text(_INCOMPLETE_SQL),
-            postgresql_where=text(_INCOMPLETE_SQL),
+            sqlite_where=text(INCOMPLETE_SQL),
+            postgresql_where=text(INCOMPLETE_SQL),
         ),
         # Latest per transfer, and the overlap check.
         Index("ix_backfills_transfer_created", "transfer_id", "created_time", "id"),

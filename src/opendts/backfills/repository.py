@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import date
+from functools import cache
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select, text
 from sqlalchemy.orm import Session
 
-from opendts.backfills.models import Backfill
-from opendts.backfills.status import ACTIVE, INCOMPLETE
+from opendts.backfills.models import INCOMPLETE_SQL, Backfill
+from opendts.backfills.status import ACTIVE
+from opendts.backfills.wire_sql import backfill_json
 
 LIST_LIMIT = 100
 
@@ -34,14 +36,23 @@ def latest_of_transfer(session: Session, team_id: int, transfer_id: int) -> Back
     ).first()
 
 
-def incomplete_of_team(session: Session, team_id: int) -> Sequence[Backfill]:
-    """The team's incomplete backfills, newest first, at most ``LIST_LIMIT``."""
-    return session.scalars(
-        select(Backfill)
-        .where(Backfill.team_id == team_id, Backfill.status.in_([s.value for s in INCOMPLETE]))
+@cache
+def _incomplete_json_statement(dialect: str) -> Select[Any]:
+    # Built once per dialect: a large expression costs more to build and cache-key than to run.
+    return (
+        select(backfill_json(dialect))
+        .where(Backfill.team_id == bindparam("team_id"), text(INCOMPLETE_SQL))
         .order_by(Backfill.created_time.desc(), Backfill.id.desc())
         .limit(LIST_LIMIT)
-    ).all()
+    )
+
+
+def incomplete_json_of_team(session: Session, team_id: int) -> bytes:
+    """The team's incomplete backfills as a JSON array, newest first, at most ``LIST_LIMIT``."""
+    statement = _incomplete_json_statement(session.get_bind().dialect.name)
+    # A Core statement on the session's connection skips the ORM's per-execute bookkeeping.
+    rows = session.connection().execute(statement, {"team_id": team_id}).scalars()
+    return b"[" + b",".join(str(row).encode() for row in rows) + b"]"
 
 
 def active_overlapping(

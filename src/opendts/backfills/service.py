@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -149,9 +148,9 @@ def latest(session: Session, team_id: int, transfer_id: int) -> Backfill:
     return backfill
 
 
-def list_incomplete(session: Session, team_id: int) -> Sequence[Backfill]:
-    """The team's incomplete backfills, newest first."""
-    return repository.incomplete_of_team(session, team_id)
+def list_incomplete_json(session: Session, team_id: int) -> bytes:
+    """The team's incomplete backfills, newest first, as the contract's JSON array."""
+    return repository.incomplete_json_of_team(session, team_id)
 
 
 def cancel(session: Session, *, team_id: int, backfill_id: int, user_id: int) -> Backfill:

@@ -8,8 +8,9 @@ wait for a writer. On PostgreSQL both scopes share one engine and rely on row lo
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
@@ -80,6 +81,10 @@ class Database:
         else:
             self.engine = _postgresql_engine(url)
             self.write_engine = self.engine
+        # SQLite has one writer at a time. Queueing this process's writers on a lock, rather
+        # than on SQLite's busy handler (which sleeps and retries), keeps write latency flat
+        # under concurrent requests; other processes still wait through the busy timeout.
+        self._write_lock: threading.RLock | None = threading.RLock() if is_sqlite(url) else None
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
 
@@ -92,7 +97,8 @@ class Database:
     def session(self, *, write: bool = False) -> Iterator[Session]:
         """The one session scope: commit on success, roll back on any error."""
         factory = self._write if write else self._read
-        with factory() as session:
+        lock = self._write_lock if write else None
+        with lock or nullcontext(), factory() as session:
             try:
                 yield session
                 session.commit()

@@ -48,6 +48,15 @@ def json_response(
     )
 
 
+def raw_data_response(request_id: str, data_json: bytes) -> Response:
+    """A success envelope around data that is already JSON (rendered by the database)."""
+    prefix = orjson.dumps({"request_id": request_id})
+    return Response(
+        content=b'{"meta":' + prefix + b',"data":' + data_json + b"}",
+        media_type="application/json",
+    )
+
+
 def data_response(request_id: str, data: Any, status_code: int = 200) -> Response:
     """A success envelope."""
     return json_response({"meta": {"request_id": request_id}, "data": data}, status_code)
