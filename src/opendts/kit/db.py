@@ -66,8 +66,16 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
-def _postgresql_engine(url: str) -> Engine:
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+def _postgresql_engine(url: str, *, autocommit: bool) -> Engine:
+    # Reads run in autocommit: no BEGIN/COMMIT round trips for single-statement reads, and
+    # every statement sees the latest committed data.
+    return create_engine(
+        url,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+        isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
+    )
 
 
 class Database:
@@ -79,8 +87,8 @@ class Database:
             self.engine = _sqlite_engine(url, immediate=False)
             self.write_engine = _sqlite_engine(url, immediate=True)
         else:
-            self.engine = _postgresql_engine(url)
-            self.write_engine = self.engine
+            self.engine = _postgresql_engine(url, autocommit=True)
+            self.write_engine = _postgresql_engine(url, autocommit=False)
         # SQLite has one writer at a time. Queueing this process's writers on a lock, rather
         # than on SQLite's busy handler (which sleeps and retries), keeps write latency flat
         # under concurrent requests; other processes still wait through the busy timeout.

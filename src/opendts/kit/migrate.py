@@ -25,7 +25,7 @@ def alembic_config(url: str) -> Config:
 def upgrade(db: Database, revision: str = "head") -> None:
     """Bring the metadata database to ``revision`` (latest by default)."""
     config = alembic_config(db.url)
-    with db.engine.begin() as connection:
+    with db.write_engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
