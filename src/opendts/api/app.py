@@ -25,7 +25,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         version=__version__,
         description="Self-hosted Data Warehouse Transfer Service (Supermetrics DTS compatible).",
         openapi_url="/v1/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # Swagger UI loads from a CDN; opendts must work offline
         redoc_url=None,
     )
     app.state.runtime = Runtime(

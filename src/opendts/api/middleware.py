@@ -74,7 +74,7 @@ class EnvelopeMiddleware:
         try:
             await self.app(scope, receive_limited, send_with_headers)
         except Exception:
-            log.exception("unhandled error", extra={"request_id": request_id})
+            log.exception("unhandled error in request %s", request_id)
             if started:
                 raise
             body = error_body(

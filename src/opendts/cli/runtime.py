@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -81,8 +80,3 @@ def admin_session(ctx: typer.Context, *, as_json: bool) -> Iterator[Any]:
         fail(exc.code, exc.description or exc.message, as_json=as_json)
     finally:
         db.dispose()
-
-
-def stderr_is_tty() -> bool:
-    """Whether a person is probably watching."""
-    return sys.stderr.isatty()

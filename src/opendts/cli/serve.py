@@ -70,7 +70,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     db = open_database(settings)
     base = f"http://{settings.host}:{settings.port}"
     with db.session(write=True) as session:
-        account = create_demo(session) if teams.count_teams(session) == 0 else None
+        account = None if teams.any_team_exists(session) else create_demo(session)
     if account is not None:
         typer.echo(first_start_banner(account, base))
     else:

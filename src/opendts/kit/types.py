@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import BigInteger, DateTime, Integer
 from sqlalchemy.types import TypeDecorator
 
@@ -18,15 +20,11 @@ class UtcDateTime(TypeDecorator[object]):
     cache_ok = True
 
     def process_bind_param(self, value: object, dialect: object) -> object:
-        from datetime import datetime
-
         if isinstance(value, datetime):
             return as_utc(value)
         return value
 
     def process_result_value(self, value: object, dialect: object) -> object:
-        from datetime import datetime
-
         if isinstance(value, datetime):
             return as_utc(value)
         return value

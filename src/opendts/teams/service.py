@@ -63,6 +63,6 @@ def set_role(session: Session, team_id: int, user_id: int, role: Role) -> Member
     return membership
 
 
-def count_teams(session: Session) -> int:
-    """How many teams exist (zero on a fresh install)."""
-    return len(session.scalars(select(Team.id).limit(1)).all())
+def any_team_exists(session: Session) -> bool:
+    """Whether any team exists (none on a fresh install)."""
+    return session.scalars(select(Team.id).limit(1)).first() is not None
