@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
-    rate_limit_per_hour: int = Field(default=5000, ge=1, le=10000)
+    rate_limit_per_hour: int = Field(default=5000, ge=1)
     rate_limit_storage_url: str = Field(
         default="memory://", description="limits storage URI, e.g. redis://127.0.0.1:6379/0."
     )

@@ -115,3 +115,15 @@ def test_serve_on_a_taken_port_says_so(env: dict[str, str]) -> None:
     assert result.returncode == 1
     assert "ADDRESS_IN_USE" in result.stderr
     assert "--port" in result.stderr
+
+
+def test_scopes_can_be_repeated_or_comma_separated(env: dict[str, str]) -> None:
+    team = admin_json(env, "team", "create", "--name", "T")
+    user = admin_json(
+        env, "user", "create", "--email", "s@example.com", "--team", str(team["team_id"])
+    )
+    key = admin_json(
+        env, "key", "create", "--user", str(user["user_id"]),
+        "--scope", "dwh_transfers_read,dwh_transfers_write",
+    )  # fmt: skip
+    assert key["scopes"] == ["dwh_transfers_read", "dwh_transfers_write"]

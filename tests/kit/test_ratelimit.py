@@ -76,3 +76,13 @@ def test_redis_storage_shares_the_budget_between_api_processes(
         c.get(url, headers=account.headers).status_code for c in (first, second, first, second)
     ]
     assert statuses == [200, 200, 200, 429]
+
+
+def test_budgets_above_the_contract_cap_are_enforced_but_reported_capped(
+    settings: Settings, db: Database, account: Account
+) -> None:
+    client = TestClient(create_app(settings.model_copy(update={"rate_limit_per_hour": 50_000}), db))
+    response = client.get(f"/v1/teams/{account.team_id}/backfills", headers=account.headers)
+    assert response.status_code == 200
+    assert response.headers["X-RateLimit-Limit"] == "10000"
+    assert response.headers["X-RateLimit-Remaining"] == "10000"

@@ -106,7 +106,8 @@ def key_create(
     as_json: Json = False,
 ) -> None:
     """Create an API key; the key is printed once and stored only as a hash."""
-    scopes = tuple(scope or ALL_SCOPE_NAMES)
+    # Accept both `--scope a --scope b` and `--scope a,b`.
+    scopes = tuple(part.strip() for item in (scope or ALL_SCOPE_NAMES) for part in item.split(","))
     with admin_session(ctx, as_json=as_json) as session:
         issued = issue_key(session, user, scopes, name)
     payload = {

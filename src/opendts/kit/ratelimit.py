@@ -14,6 +14,11 @@ from limits import RateLimitItemPerHour
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
+#: The contract caps ``X-RateLimit-Limit`` and ``X-RateLimit-Remaining`` at 10,000. A larger
+#: configured budget is enforced as configured, but reported capped, so strict clients still
+#: parse the headers (they then under-estimate what is left, which is harmless).
+HEADER_MAX = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class RateLimitState:
@@ -40,8 +45,8 @@ class RateLimiter:
         stats = self.strategy.get_window_stats(self.item, "opendts", identity)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         return RateLimitState(
-            limit=self.item.amount,
-            remaining=max(0, stats.remaining),
+            limit=min(self.item.amount, HEADER_MAX),
+            remaining=min(max(0, stats.remaining), HEADER_MAX),
             retry_after=min(retry_after, 3600),
             allowed=allowed,
         )
