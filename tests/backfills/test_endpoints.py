@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 
 from opendts.backfills.models import Backfill
 from opendts.kit.db import Database
-from tests.factories import Account, make_account, make_backfill, make_transfer
+from tests.factories import Account, make_account, make_backfill, make_transfer, set_status
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 FIELDS = {
@@ -36,11 +36,6 @@ FIELDS = {
 def create(client: TestClient, account: Account, start: str, end: str, transfer: int = 0):  # type: ignore[no-untyped-def]
     url = f"/v1/teams/{account.team_id}/transfers/{transfer or account.transfer_id}/backfills"
     return client.post(url, json={"range_start": start, "range_end": end}, headers=account.headers)
-
-
-def set_status(db: Database, backfill_id: int, status: str) -> None:
-    with db.session(write=True) as session:
-        session.execute(update(Backfill).where(Backfill.id == backfill_id).values(status=status))
 
 
 def count_backfills(db: Database) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from opendts.backfills.models import Backfill
@@ -13,7 +13,7 @@ from opendts.kit.clock import set_clock
 from opendts.kit.db import Database
 from opendts.transfers import service as transfers
 from opendts.transfers.models import TransferState
-from tests.factories import Account, make_backfill, make_transfer
+from tests.factories import Account, make_backfill, make_transfer, set_status
 
 
 def count_backfills(db: Database) -> int:
@@ -154,8 +154,7 @@ def test_overlap_with_an_active_backfill_is_refused(
     client: TestClient, db: Database, account: Account, status: str
 ) -> None:
     existing = make_backfill(db, account, date(2024, 1, 10), date(2024, 1, 20))
-    with db.session(write=True) as session:
-        session.execute(update(Backfill).where(Backfill.id == existing.id).values(status=status))
+    set_status(db, existing.id, status)
     for start, end in [
         ("2024-01-20", "2024-01-25"),
         ("2024-01-01", "2024-01-10"),
@@ -187,8 +186,7 @@ def test_finished_or_failed_backfills_do_not_block(
     client: TestClient, db: Database, account: Account, status: str
 ) -> None:
     existing = make_backfill(db, account, date(2024, 1, 10), date(2024, 1, 20))
-    with db.session(write=True) as session:
-        session.execute(update(Backfill).where(Backfill.id == existing.id).values(status=status))
+    set_status(db, existing.id, status)
     assert (
         post(client, account, {"range_start": "2024-01-01", "range_end": "2024-01-31"}).status_code
         == 200

@@ -11,7 +11,8 @@ from opendts.auth import keys
 from opendts.auth.models import ApiKey
 from opendts.auth.permissions import ACCESS_RULES, ALL_SCOPES, ROLE_PERMISSIONS, Access, Role
 from opendts.kit.clock import utcnow
-from opendts.kit.errors import Forbidden, InvalidParameter, NotFound, Unauthorized
+from opendts.kit.db import get_or_not_found
+from opendts.kit.errors import Forbidden, InvalidParameter, Unauthorized
 from opendts.teams.models import Membership
 from opendts.teams.service import get_user
 
@@ -146,9 +147,7 @@ def issue_key(session: Session, user_id: int, scopes: tuple[str, ...], name: str
 
 def revoke_key(session: Session, key_id: int) -> ApiKey:
     """Revoke a key at once; later requests with it get 401."""
-    key = session.get(ApiKey, key_id)
-    if key is None:
-        raise NotFound(f"API key {key_id} does not exist.", code="API_KEY_NOT_FOUND")
+    key = get_or_not_found(session, ApiKey, key_id, "API key")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
     session.flush()

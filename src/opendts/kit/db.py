@@ -11,10 +11,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from opendts.kit.errors import NotFound
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -76,6 +78,18 @@ def _postgresql_engine(url: str, *, autocommit: bool) -> Engine:
         pool_pre_ping=True,
         isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
     )
+
+
+ModelT = TypeVar("ModelT", bound=Base)
+
+
+def get_or_not_found(session: Session, model: type[ModelT], key: int, what: str) -> ModelT:
+    """``session.get`` or a NotFound naming the object (``what``: "Team", "API key", ...)."""
+    found = session.get(model, key)
+    if found is None:
+        code = what.upper().replace(" ", "_") + "_NOT_FOUND"
+        raise NotFound(f"{what} {key} does not exist.", code=code)
+    return found
 
 
 class Database:

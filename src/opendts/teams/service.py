@@ -6,7 +6,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from opendts.auth.permissions import Role
-from opendts.kit.errors import InvalidParameter, NotFound
+from opendts.kit.db import get_or_not_found
+from opendts.kit.errors import InvalidParameter
 from opendts.teams.models import Membership, Team, User
 
 
@@ -22,18 +23,12 @@ def create_team(session: Session, name: str) -> Team:
 
 def get_team(session: Session, team_id: int) -> Team:
     """A team by id, or NotFound."""
-    team = session.get(Team, team_id)
-    if team is None:
-        raise NotFound(f"Team {team_id} does not exist.", code="TEAM_NOT_FOUND")
-    return team
+    return get_or_not_found(session, Team, team_id, "Team")
 
 
 def get_user(session: Session, user_id: int) -> User:
     """A user by id, or NotFound."""
-    user = session.get(User, user_id)
-    if user is None:
-        raise NotFound(f"User {user_id} does not exist.", code="USER_NOT_FOUND")
-    return user
+    return get_or_not_found(session, User, user_id, "User")
 
 
 def create_user(session: Session, email: str, name: str = "") -> User:

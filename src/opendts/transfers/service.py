@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from opendts.kit.clock import utcnow
-from opendts.kit.errors import InvalidParameter, NotFound
+from opendts.kit.db import get_or_not_found
+from opendts.kit.errors import InvalidParameter
 from opendts.teams.service import get_team
 from opendts.transfers.models import Transfer, TransferState
 
@@ -38,10 +39,7 @@ def create(
 
 def get(session: Session, transfer_id: int) -> Transfer:
     """A transfer by id, or NotFound."""
-    transfer = session.get(Transfer, transfer_id)
-    if transfer is None:
-        raise NotFound(f"Transfer {transfer_id} does not exist.", code="TRANSFER_NOT_FOUND")
-    return transfer
+    return get_or_not_found(session, Transfer, transfer_id, "Transfer")
 
 
 def set_state(session: Session, transfer_id: int, state: TransferState) -> Transfer:
