@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,3 +70,58 @@ def test_models_match_migrations(empty_url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(connection), metadata)
     db.dispose()
     assert diff == []
+
+
+def test_processes_starting_together_on_an_empty_postgresql_migrate_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    databases.require_pg()
+    with databases.pg_database() as url:
+        command.downgrade(migrate.alembic_config(url), "base")
+        env = server_env(tmp_path, url)
+        starters = [
+            subprocess.Popen(
+                [sys.executable, "-m", "opendts", "admin", "demo", "--json"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        outputs = [process.communicate(timeout=120) for process in starters]
+        assert [process.returncode for process in starters] == [0] * 4, outputs
+        teams = {json.loads(out)["team_id"] for out, _ in outputs}
+        assert len(teams) == 4
+        db = Database(url)
+        assert migrate.is_current(db)
+        db.dispose()
+
+
+def test_a_migration_waits_for_another_migrator_on_postgresql(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    import psycopg
+
+    databases.require_pg()
+    with databases.pg_database() as url:
+        command.downgrade(migrate.alembic_config(url), "base")
+        plain = url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(plain) as holder:
+            holder.execute("SELECT pg_advisory_xact_lock(7270001)")  # as a migrator would
+            waiting = subprocess.Popen(
+                [sys.executable, "-m", "opendts", "migrate"],
+                env=server_env(tmp_path, url),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(3)
+            assert waiting.poll() is None, waiting.communicate()
+            holder.rollback()  # releases the transaction-level lock
+        out, err = waiting.communicate(timeout=60)
+        assert waiting.returncode == 0, err
+        assert "was empty" in out

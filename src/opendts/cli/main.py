@@ -9,9 +9,8 @@ import typer
 
 from opendts import __version__
 from opendts.cli import admin
-from opendts.cli.runtime import settings_from
+from opendts.cli.runtime import connect, settings_from
 from opendts.kit import migrate as migrations
-from opendts.kit.db import Database, is_sqlite
 
 app = typer.Typer(
     help="opendts: self-hosted Data Warehouse Transfer Service.",
@@ -64,11 +63,7 @@ def serve(
 @app.command()
 def migrate(ctx: typer.Context) -> None:
     """Bring the metadata database schema up to date (Alembic)."""
-    settings = settings_from(ctx)
-    url = settings.resolved_database_url
-    if is_sqlite(url):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(url)
+    db = connect(settings_from(ctx))
     before = migrations.current_revision(db)
     migrations.upgrade(db)
     after = migrations.current_revision(db)

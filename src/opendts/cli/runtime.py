@@ -23,22 +23,14 @@ def settings_from(ctx: typer.Context) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def open_database(settings: Settings, *, auto_migrate: bool = True) -> Database:
-    """The metadata database, migrated when embedded, checked when shared."""
+def connect(settings: Settings) -> Database:
+    """The metadata database, or a clean exit that says why it cannot be reached."""
     url = settings.resolved_database_url
     if is_sqlite(url):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(url)
     try:
-        if is_sqlite(url) and auto_migrate:
-            migrate.upgrade(db)
-        elif not migrate.is_current(db):
-            fail(
-                "SCHEMA_OUT_OF_DATE",
-                f"The database schema is at {migrate.current_revision(db)}, this opendts needs "
-                f"{migrate.head_revision(db)}. Run 'opendts migrate' first.",
-                as_json=False,
-            )
+        migrate.current_revision(db)
     except OperationalError as exc:
         db.dispose()
         fail(
@@ -47,6 +39,17 @@ def open_database(settings: Settings, *, auto_migrate: bool = True) -> Database:
             "Check OPENDTS_DATABASE_URL (or --database-url) and that the server is running.",
             as_json=False,
         )
+    return db
+
+
+def open_database(settings: Settings) -> Database:
+    """The metadata database, migrated to this version's schema.
+
+    Migrating on start is safe on both backends: SQLite has one writer, and PostgreSQL
+    migrations run under an advisory lock in one transaction (see ``kit.migrate.upgrade``).
+    """
+    db = connect(settings)
+    migrate.upgrade(db)
     return db
 
 

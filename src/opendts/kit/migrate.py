@@ -22,10 +22,21 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+#: Any constant: PostgreSQL advisory lock that serialises concurrent migrators.
+_MIGRATION_LOCK = 7_270_001
+
+
 def upgrade(db: Database, revision: str = "head") -> None:
-    """Bring the metadata database to ``revision`` (latest by default)."""
+    """Bring the metadata database to ``revision`` (latest by default).
+
+    On PostgreSQL the whole upgrade is one transaction holding an advisory lock, so several
+    processes starting at once (API servers, workers) migrate exactly once and never see a
+    half-migrated schema.
+    """
     config = alembic_config(db.url)
     with db.write_engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
