@@ -132,3 +132,11 @@ def test_oversized_bodies_get_413_in_the_envelope(
     assert body["meta"]["request_id"] == response.headers["X-Request-Id"]
     listed = client.get(f"/v1/teams/{account.team_id}/backfills", headers=account.headers)
     assert listed.json()["data"] == []
+
+
+def test_a_trailing_slash_names_the_same_resource(client: TestClient, account: Account) -> None:
+    response = client.get(
+        f"/v1/teams/{account.team_id}/backfills/", headers=account.headers, follow_redirects=False
+    )
+    assert response.status_code == 200
+    assert response.json()["data"] == []

@@ -27,6 +27,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         openapi_url="/v1/openapi.json",
         docs_url=None,  # Swagger UI loads from a CDN; opendts must work offline
         redoc_url=None,
+        redirect_slashes=False,
     )
     app.state.runtime = Runtime(
         settings=settings,

@@ -30,6 +30,12 @@ class EnvelopeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path: str = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            # A trailing slash names the same resource; answering it directly beats a redirect
+            # (which the official client does not follow) or a 404.
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+            scope.pop("raw_path", None)
         headers = Headers(scope=scope)
         incoming = headers.get("x-request-id", "")
         request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else new_request_id()
