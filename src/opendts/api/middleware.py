@@ -96,8 +96,9 @@ class EnvelopeMiddleware:
         return f"Send a request body of at most {self.max_body_bytes} bytes."
 
     def _too_large(self, request_id: str) -> Any:
-        body = error_body(request_id, PayloadTooLarge.code, PayloadTooLarge.message)
-        body["error"]["description"] = self._too_large_text()
+        body = error_body(
+            request_id, PayloadTooLarge.code, PayloadTooLarge.message, self._too_large_text()
+        )
         return json_response(body, 413)
 
     async def _preflight(self, scope: Scope, receive: Receive, send: Send) -> None:
