@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import re
 import secrets
-import string
 from typing import Any
 
 import orjson
 from starlette.responses import Response
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,50}$")
-_ALPHABET = string.ascii_letters + string.digits
 _LIMIT = 255
 
 
 def new_request_id() -> str:
-    """A fresh 26-character request id (URL-safe alphabet, as the contract allows)."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(26))
+    """A fresh 26-character request id from the URL-safe alphabet the contract allows."""
+    return secrets.token_urlsafe(19)
 
 
 def _clip(text: str) -> str:
