@@ -12,26 +12,29 @@ from opendts.auth.models import ApiKey
 from opendts.auth.permissions import ACCESS_RULES, ALL_SCOPES, ROLE_PERMISSIONS, Access, Role
 from opendts.kit.clock import utcnow
 from opendts.kit.db import get_or_not_found
+from opendts.kit.driver_sql import DriverQuery
 from opendts.kit.errors import Forbidden, InvalidParameter, Unauthorized
 from opendts.teams.models import Membership
 from opendts.teams.service import get_user
 
 _DUMMY_HASH = keys.hash_secret("no-such-key")
 
-# Built once: authentication runs on every request, and a prebuilt Core statement executed on
-# the session's connection costs a fraction of building and ORM-executing it each time.
-_KEY_WITH_ROLES = (
-    select(
-        ApiKey.id,
-        ApiKey.user_id,
-        ApiKey.secret_hash,
-        ApiKey.scopes,
-        ApiKey.revoked_at,
-        Membership.team_id,
-        Membership.role,
+# Authentication runs on every request: compiled once and fetched straight from the driver.
+# Columns by position: key id, user id, secret hash, scopes, revoked at, team id, role.
+_KEY_WITH_ROLES = DriverQuery(
+    lambda _dialect: (
+        select(
+            ApiKey.id,
+            ApiKey.user_id,
+            ApiKey.secret_hash,
+            ApiKey.scopes,
+            ApiKey.revoked_at,
+            Membership.team_id,
+            Membership.role,
+        )
+        .outerjoin(Membership, Membership.user_id == ApiKey.user_id)
+        .where(ApiKey.lookup_id == bindparam("lookup_id"))
     )
-    .outerjoin(Membership, Membership.user_id == ApiKey.user_id)
-    .where(ApiKey.lookup_id == bindparam("lookup_id"))
 )
 
 
@@ -79,13 +82,13 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
         keys.matches(token, _DUMMY_HASH)  # spend the same time as a real comparison
         raise _invalid_key()
     lookup_id, secret = parts
-    rows = session.connection().execute(_KEY_WITH_ROLES, {"lookup_id": lookup_id}).all()
-    stored_hash = rows[0].secret_hash if rows else _DUMMY_HASH
-    if not keys.matches(secret, stored_hash) or not rows or rows[0].revoked_at is not None:
+    rows = _KEY_WITH_ROLES.rows(session, lookup_id=lookup_id)
+    stored_hash = rows[0][2] if rows else _DUMMY_HASH
+    if not keys.matches(secret, stored_hash) or not rows or rows[0][4] is not None:
         raise _invalid_key()
-    first = rows[0]
-    roles = {row.team_id: Role(row.role) for row in rows if row.team_id is not None}
-    return Principal(first.id, lookup_id, first.user_id, frozenset(first.scopes.split()), roles)
+    key_id, user_id, _, scopes, _, _, _ = rows[0]
+    roles = {team: Role(role) for *_, team, role in rows if team is not None}
+    return Principal(key_id, lookup_id, user_id, frozenset(scopes.split()), roles)
 
 
 def authorize(principal: Principal, team_id: int, access: Access) -> None:

@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Select
 from sqlalchemy.engine.interfaces import Compiled
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ClauseElement
 
 
 class DriverQuery:
     """A Core SELECT, built and compiled once per dialect, executed on the raw cursor."""
 
-    def __init__(self, build: Callable[[str], Select[Any]]) -> None:
+    def __init__(self, build: Callable[[str], ClauseElement]) -> None:
         self._build = build
         self._compiled: dict[str, tuple[str, Compiled]] = {}
 
