@@ -113,14 +113,15 @@ async def run_guarded(
     SQLite reads in WAL mode never wait for a lock and take about a millisecond, so running
     them on the event loop is cheaper than a thread hop and avoids GIL contention between
     request threads (measured: twice the list throughput at 8 concurrent clients). Writes may
-    wait for SQLite's write lock, and PostgreSQL calls wait on the network: those go to the
-    thread pool so the event loop keeps serving.
+    wait for SQLite's write lock, and PostgreSQL (or a Redis rate limiter) waits on the network:
+    those go to the thread pool so the event loop keeps serving.
     """
 
     def call() -> T:
         with guarded(request, team_id, access, write=write) as ctx:
             return work(ctx)
 
-    if not write and runtime(request).db.dialect == "sqlite":
+    rt = runtime(request)
+    if not write and rt.db.dialect == "sqlite" and rt.limiter.local:
         return call()
     return await run_in_threadpool(call)

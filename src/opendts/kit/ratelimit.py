@@ -35,6 +35,8 @@ class RateLimiter:
 
     def __init__(self, per_hour: int, storage_url: str = "memory://") -> None:
         self.item = RateLimitItemPerHour(per_hour)
+        #: Whether ``hit`` stays in this process (no network round trip).
+        self.local = storage_url.startswith("memory://")
         self.storage = storage_from_string(storage_url)
         self.strategy = FixedWindowRateLimiter(self.storage)
 
