@@ -216,3 +216,12 @@ def test_unknown_transfer_is_404(client: TestClient, db: Database, account: Acco
 def test_unknown_fields_are_ignored(client: TestClient, account: Account) -> None:
     body = {"range_start": "2024-01-01", "range_end": "2024-01-02", "note": "x"}
     assert post(client, account, body).status_code == 200
+
+
+def test_a_trailing_newline_is_not_a_date_or_an_id(client: TestClient, account: Account) -> None:
+    body = {"range_start": "2024-01-01\n", "range_end": "2024-01-02"}
+    response = post(client, account, body)
+    assert response.status_code == 400
+    assert "YYYY-MM-DD" in response.json()["error"]["description"]
+    by_id = client.get(f"/v1/teams/{account.team_id}/backfills/1%0A", headers=account.headers)
+    assert by_id.status_code == 400

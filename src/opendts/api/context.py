@@ -29,7 +29,7 @@ _DIGITS = re.compile(r"^[1-9][0-9]{0,18}$")
 def _plain_digits(value: object) -> object:
     # Path ids are plain decimal integers: refuse "1.0", "+1", " 1", "01" and "1_000",
     # which a lax integer parser would accept.
-    if isinstance(value, str) and not _DIGITS.match(value):
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
         raise ValueError("must be a plain decimal integer")
     return value
 

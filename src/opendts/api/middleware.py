@@ -38,7 +38,7 @@ class EnvelopeMiddleware:
             scope.pop("raw_path", None)
         headers = Headers(scope=scope)
         incoming = headers.get("x-request-id", "")
-        request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else new_request_id()
+        request_id = incoming if REQUEST_ID_PATTERN.fullmatch(incoming) else new_request_id()
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         started = False

@@ -40,7 +40,7 @@ def mint() -> NewKey:
 
 def split(token: str) -> tuple[str, str] | None:
     """The (lookup id, secret) of a well-formed key, else ``None``."""
-    match = _KEY_PATTERN.match(token)
+    match = _KEY_PATTERN.fullmatch(token)
     return (match.group(1), match.group(2)) if match else None
 
 

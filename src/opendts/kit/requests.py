@@ -46,7 +46,7 @@ def required_date(payload: dict[str, Any], field: str) -> date:
     if field not in payload or payload[field] is None:
         raise InvalidParameter(f"'{field}' is required: a date as YYYY-MM-DD.")
     value = payload[field]
-    if not isinstance(value, str) or not _DATE_PATTERN.match(value):
+    if not isinstance(value, str) or not _DATE_PATTERN.fullmatch(value):
         raise InvalidParameter(f"'{field}' must be a date string as YYYY-MM-DD, e.g. 2024-01-31.")
     try:
         return date.fromisoformat(value)
