@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from opendts.auth.permissions import ALL_SCOPES, Role
-from opendts.auth.service import issue_key
+from opendts.auth.service import issue_key, revoke_key
 from opendts.backfills import service as backfills
 from opendts.backfills.models import Backfill
+from opendts.kit.clock import utcnow
 from opendts.kit.db import Database
 from opendts.teams import service as teams
 from opendts.transfers import service as transfers
+from opendts.transfers.models import TransferState
 
 ALL = tuple(scope.value for scope in ALL_SCOPES)
 
@@ -80,3 +83,95 @@ def set_status(db: Database, backfill_id: int, status: str) -> None:
     """Force a backfill into ``status`` (until the engine moves them for real)."""
     with db.session(write=True) as session:
         session.execute(update(Backfill).where(Backfill.id == backfill_id).values(status=status))
+
+
+@dataclass(frozen=True)
+class Key:
+    """An API key of some user (who may belong to no team at all)."""
+
+    key_id: int
+    user_id: int
+    api_key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+def add_key(db: Database, user_id: int, scopes: tuple[str, ...] = ALL) -> Key:
+    """Another key for an existing user."""
+    with db.session(write=True) as session:
+        key = issue_key(session, user_id, scopes)
+    return Key(key.id, user_id, key.plaintext)
+
+
+def make_user(db: Database, scopes: tuple[str, ...] = ALL) -> Key:
+    """A user who is a member of no team, with a key."""
+    with db.session(write=True) as session:
+        user = teams.create_user(session, f"loner-{uuid.uuid4().hex[:10]}@example.com")
+    return add_key(db, user.id, scopes)
+
+
+def revoke(db: Database, key_id: int) -> None:
+    """Revoke a key as ``opendts admin key revoke`` would."""
+    with db.session(write=True) as session:
+        revoke_key(session, key_id)
+
+
+def pause_transfer(db: Database, transfer_id: int, paused: bool = True) -> None:
+    """Pause (or unpause) a transfer as the admin CLI would."""
+    state = TransferState.PAUSED if paused else TransferState.ACTIVE
+    with db.session(write=True) as session:
+        transfers.set_state(session, transfer_id, state)
+
+
+def delete_transfer(db: Database, transfer_id: int) -> None:
+    """Soft-delete a transfer as the admin CLI would."""
+    with db.session(write=True) as session:
+        transfers.soft_delete(session, transfer_id)
+
+
+@dataclass(frozen=True)
+class Row:
+    """A backfill row to insert directly (bulk set-ups, chosen statuses and creation times)."""
+
+    transfer_id: int
+    range_start: date
+    range_end: date
+    status: str = "CREATED"
+    created_time: datetime | None = None
+
+
+def insert_backfills(db: Database, account: Account, rows: list[Row]) -> list[int]:
+    """Insert backfills of ``account``'s team straight into the table; returns their ids."""
+    with db.session(write=True) as session:
+        objects = [
+            Backfill(
+                team_id=account.team_id,
+                transfer_id=row.transfer_id,
+                range_start=row.range_start,
+                range_end=row.range_end,
+                status=row.status,
+                created_time=row.created_time or utcnow(),
+                created_user_id=account.user_id,
+                runs_total=(row.range_end - row.range_start).days + 1,
+            )
+            for row in rows
+        ]
+        session.add_all(objects)
+        session.flush()
+        return [backfill.id for backfill in objects]
+
+
+def count_backfills(db: Database) -> int:
+    """How many backfills exist, in every team."""
+    with db.session() as session:
+        return int(session.scalar(select(func.count()).select_from(Backfill)) or 0)
+
+
+def backfill_rows(db: Database) -> list[dict[str, Any]]:
+    """Every column of every backfill, by id: compare before and after to prove nothing changed."""
+    with db.session() as session:
+        table = Backfill.__table__
+        rows = session.execute(select(table).order_by(table.c.id)).mappings().all()
+        return [dict(row) for row in rows]
