@@ -27,10 +27,47 @@ class Settings(BaseSettings):
     max_backfill_days: int = Field(default=3660, ge=1)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
 
+    # The engine (see opendts.engine).
+    workers: bool = Field(default=True, description="Run the engine inside `opendts serve`.")
+    worker_concurrency: int = Field(
+        default=8, ge=1, le=1024, description="Runs one process executes at once."
+    )
+    max_running_runs: int = Field(
+        default=256, ge=1, description="Runs executing at once across every worker (global cap)."
+    )
+    max_running_runs_per_team: int = Field(
+        default=32, ge=1, description="Runs of one team executing at once (fairness cap)."
+    )
+    lease_seconds: float = Field(
+        default=30.0, gt=0, description="How long a claimed run stays owned without a heartbeat."
+    )
+    poll_seconds: float = Field(
+        default=1.0, gt=0, description="Longest sleep between looks at the queue."
+    )
+    run_max_attempts: int = Field(default=3, ge=1, le=100)
+    retry_base_seconds: float = Field(
+        default=10.0, ge=0, description="First retry delay; doubles per attempt, with jitter."
+    )
+    retry_max_seconds: float = Field(default=600.0, ge=0)
+    run_timeout_seconds: float = Field(
+        default=6 * 3600.0, gt=0, description="A run still executing after this is failed."
+    )
+    shutdown_grace_seconds: float = Field(
+        default=30.0, ge=0, description="On SIGTERM, how long in-flight runs may finish."
+    )
+    plan_batch_size: int = Field(
+        default=1000, ge=1, le=100_000, description="Runs created per planner transaction."
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """Leases are renewed three times per lease period."""
+        return self.lease_seconds / 3
 
     @property
     def resolved_database_url(self) -> str:

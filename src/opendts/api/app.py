@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,8 +19,13 @@ from opendts.kit.ratelimit import RateLimiter
 from opendts.settings import Settings
 
 
-def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
-    """Build the API app for ``settings`` (routes under ``/v1``)."""
+def create_app(
+    settings: Settings, db: Database | None = None, *, wake: Callable[[], None] | None = None
+) -> FastAPI:
+    """Build the API app for ``settings`` (routes under ``/v1``).
+
+    ``wake`` is called after a backfill is created: the in-process engine's wake-up.
+    """
     database = db or Database(settings.resolved_database_url)
     app = FastAPI(
         title="opendts",
@@ -33,6 +40,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         settings=settings,
         db=database,
         limiter=RateLimiter(settings.rate_limit_per_hour, settings.rate_limit_storage_url),
+        wake=wake or (lambda: None),
     )
     errors.install(app)
     app.include_router(backfills_router, prefix="/v1")

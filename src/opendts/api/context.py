@@ -50,6 +50,8 @@ class Runtime:
     settings: Settings
     db: Database
     limiter: RateLimiter
+    #: Tells this process's engine (if any) that there is new work: the in-process wake-up.
+    wake: Callable[[], None] = lambda: None
 
 
 @dataclass(frozen=True, slots=True)

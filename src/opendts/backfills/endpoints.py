@@ -58,7 +58,11 @@ async def create_backfill(request: Request, team_id: TeamId, transfer_id: Transf
         )
         return schemas.to_wire(backfill)
 
+    def created() -> None:
+        runtime(request).wake()
+
     data = await run_guarded(request, team_id, Access.WRITE, work, write=True)
+    created()
     return data_response(request_id(request), data)
 
 
@@ -91,7 +95,7 @@ async def get_backfill(request: Request, team_id: TeamId, backfill_id: BackfillI
         request,
         team_id,
         Access.READ,
-        lambda ctx: schemas.to_wire(service.get(ctx.session, team_id, backfill_id)),
+        lambda ctx: service.wire(ctx.session, service.get(ctx.session, team_id, backfill_id)),
     )
     return data_response(request_id(request), data)
 
@@ -110,7 +114,7 @@ async def get_latest_backfill(
         request,
         team_id,
         Access.READ,
-        lambda ctx: schemas.to_wire(service.latest(ctx.session, team_id, transfer_id)),
+        lambda ctx: service.wire(ctx.session, service.latest(ctx.session, team_id, transfer_id)),
     )
     return data_response(request_id(request), data)
 
@@ -133,7 +137,7 @@ async def update_backfill_status(
         backfill = service.cancel(
             ctx.session, team_id=team_id, backfill_id=backfill_id, user_id=ctx.principal.user_id
         )
-        return schemas.to_wire(backfill)
+        return service.wire(ctx.session, backfill)
 
     data = await run_guarded(request, team_id, Access.WRITE, work, write=True)
     return data_response(request_id(request), data)

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from sqlalchemy import Date, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from opendts.backfills.status import INCOMPLETE, BackfillStatus
+from opendts.backfills.status import ACTIVE, INCOMPLETE, BackfillStatus
 from opendts.kit.clock import utcnow
 from opendts.kit.db import Base
 from opendts.kit.types import BigId, UtcDateTime
@@ -15,6 +15,8 @@ from opendts.kit.types import BigId, UtcDateTime
 #: The partial-index predicate. Queries must repeat it verbatim (not as bound parameters) for
 #: SQLite and PostgreSQL to prove the index applies.
 INCOMPLETE_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(INCOMPLETE)))
+#: The engine's partial-index predicate: backfills being planned or executed.
+ACTIVE_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(ACTIVE)))
 
 
 class Backfill(Base):
@@ -48,6 +50,14 @@ class Backfill(Base):
             "id",
             sqlite_where=text(INCOMPLETE_SQL),
             postgresql_where=text(INCOMPLETE_SQL),
+        ),
+        # The engine's view: backfills to plan or to run, a handful however long history grows.
+        Index(
+            "ix_backfills_active",
+            "status",
+            "id",
+            sqlite_where=text(ACTIVE_SQL),
+            postgresql_where=text(ACTIVE_SQL),
         ),
         # Latest per transfer, and the overlap check.
         Index("ix_backfills_transfer_created", "transfer_id", "created_time", "id"),

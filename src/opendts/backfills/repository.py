@@ -70,3 +70,14 @@ def active_overlapping(
         .order_by(Backfill.id)
         .limit(1)
     ).first()
+
+
+def incomplete_ids_of_transfer(session: Session, transfer_id: int) -> list[int]:
+    """Ids of the transfer's CREATED, SCHEDULED, RUNNING or FAILED backfills."""
+    return list(
+        session.scalars(
+            select(Backfill.id)
+            .where(Backfill.transfer_id == transfer_id, text(INCOMPLETE_SQL))
+            .order_by(Backfill.id)
+        )
+    )

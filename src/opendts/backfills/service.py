@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from opendts.backfills import repository
+from opendts.backfills import repository, schemas
 from opendts.backfills.models import Backfill
 from opendts.backfills.status import BackfillStatus, can_transition
 from opendts.kit.clock import today, utcnow
 from opendts.kit.errors import NotFound, Unprocessable
+from opendts.runs import repository as runs
 from opendts.transfers import repository as transfers
 from opendts.transfers.models import Transfer, TransferState
 
@@ -123,6 +126,7 @@ def create(
     )
     session.add(backfill)
     session.flush()
+    notify_workers(session)
     return backfill
 
 
@@ -172,4 +176,18 @@ def cancel(session: Session, *, team_id: int, backfill_id: int, user_id: int) ->
     backfill.removed_user_id = user_id
     backfill.end_time = now
     session.flush()
+    # Queued runs are cancelled at once; running ones finish and are still counted.
+    runs.cancel_queued(session, backfill.id, user_id=user_id, now=now)
     return backfill
+
+
+def wire(session: Session, backfill: Backfill) -> dict[str, Any]:
+    """The backfill as the contract's JSON object, with its error report."""
+    report = runs.error_report(session, backfill.id) if backfill.runs_failed else []
+    return schemas.to_wire(backfill, report)
+
+
+def notify_workers(session: Session) -> None:
+    """On PostgreSQL, wake listening workers when this transaction commits."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_notify('opendts_work', '')"))

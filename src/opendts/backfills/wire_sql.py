@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, cast, func, literal_column
-from sqlalchemy.sql.elements import ColumnClause
+from sqlalchemy import ColumnElement, String, and_, case, cast, func, literal_column, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from opendts.backfills.models import Backfill
+from opendts.runs.models import TransferRun
 
 _PG_TIMESTAMP = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
 
@@ -30,12 +31,47 @@ def _date(column: Any, dialect: str) -> ColumnElement[Any]:
     return func.to_char(column, "YYYY-MM-DD")
 
 
+def _error_report(dialect: str) -> ColumnElement[Any]:
+    """The failed dates of the row's backfill as a JSON array, in date order.
+
+    Only backfills with failures pay for the subquery (a partial index covers failed runs).
+    """
+    runs = TransferRun.__table__.alias("r")
+    failed = and_(runs.c.backfill_id == Backfill.id, runs.c.status == literal_column("'FAILED'"))
+    if dialect == "sqlite":
+        ordered = (
+            select(runs.c.data_date, runs.c.error)
+            .where(failed)
+            .order_by(runs.c.data_date)
+            .subquery("f")
+        )
+        item = func.json_object(
+            literal_column("'transfer_run_date'"),
+            cast(ordered.c.data_date, String),
+            literal_column("'error'"),
+            func.coalesce(ordered.c.error, literal_column("'Failed.'")),
+        )
+        report: Any = select(func.json_group_array(func.json(item))).scalar_subquery()
+        empty: Any = func.json(literal_column("'[]'"))
+    else:
+        item = func.json_build_object(
+            literal_column("'transfer_run_date'"),
+            func.to_char(runs.c.data_date, "YYYY-MM-DD"),
+            literal_column("'error'"),
+            func.coalesce(runs.c.error, literal_column("'Failed.'")),
+        )
+        report = (
+            select(func.json_agg(aggregate_order_by(item, runs.c.data_date)))
+            .where(failed)
+            .scalar_subquery()
+        )
+        empty = literal_column("'[]'::json")
+    return case((Backfill.runs_failed > 0, report), else_=empty)
+
+
 def backfill_json(dialect: str) -> ColumnElement[Any]:
     """A SQL expression rendering one backfills row as the contract's JSON text."""
     b = Backfill
-    empty_array: ColumnClause[Any] | ColumnElement[Any] = (
-        func.json(literal_column("'[]'")) if dialect == "sqlite" else literal_column("'[]'::json")
-    )
     pairs: list[tuple[str, Any]] = [
         ("transfer_backfill_id", b.id),
         ("transfer_id", b.transfer_id),
@@ -52,7 +88,7 @@ def backfill_json(dialect: str) -> ColumnElement[Any]:
         ("transfer_runs_created", b.runs_created),
         ("transfer_runs_completed", b.runs_completed),
         ("transfer_runs_failed", b.runs_failed),
-        ("error_report", empty_array),
+        ("error_report", _error_report(dialect)),
     ]
     arguments: list[Any] = []
     for key, value in pairs:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 import typer
 
 from opendts.auth.permissions import ALL_SCOPES, Role
 from opendts.auth.service import issue_key, revoke_key
-from opendts.cli.runtime import admin_session, emit
+from opendts.cli.runtime import admin_session, emit, fail
 from opendts.teams import service as teams
 from opendts.teams.demo import create_demo
 from opendts.transfers import service as transfers
-from opendts.transfers.models import TransferState
+from opendts.transfers.models import Transfer, TransferState
 
 app = typer.Typer(help="Administer teams, users, API keys and transfers.", no_args_is_help=True)
 team_app = typer.Typer(help="Teams.", no_args_is_help=True)
@@ -138,13 +139,64 @@ def transfer_create(
     team: Annotated[int, typer.Option(help="Team id.")],
     name: Annotated[str, typer.Option(help="Display name.")],
     max_parallel_runs: Annotated[int, typer.Option(min=1, help="Runs at a time.")] = 1,
+    kind: Annotated[str, typer.Option(help="Run kind: noop or fault.")] = "noop",
+    config: Annotated[
+        str | None, typer.Option(help="Run kind settings as JSON, e.g. '{\"latency_ms\": 50}'.")
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Create a transfer in a team."""
+    settings = _json_config(config, as_json)
     with admin_session(ctx, as_json=as_json) as session:
-        transfer = transfers.create(session, team, name, max_parallel_runs=max_parallel_runs)
-        payload = {"transfer_id": transfer.id, "team_id": team, "state": transfer.state}
+        transfer = transfers.create(
+            session, team, name, max_parallel_runs=max_parallel_runs, kind=kind, config=settings
+        )
+        payload = _transfer_payload(transfer)
     emit(payload, as_json=as_json, human=lambda: f"created transfer {payload['transfer_id']}")
+
+
+@transfer_app.command("update")
+def transfer_update(
+    ctx: typer.Context,
+    transfer_id: Annotated[int, typer.Argument()],
+    max_parallel_runs: Annotated[
+        int | None, typer.Option(min=1, help="Runs of this transfer at a time.")
+    ] = None,
+    kind: Annotated[str | None, typer.Option(help="Run kind: noop or fault.")] = None,
+    config: Annotated[str | None, typer.Option(help="Run kind settings as JSON.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Change a transfer's parallelism, run kind or settings."""
+    settings = _json_config(config, as_json) if config is not None else None
+    with admin_session(ctx, as_json=as_json) as session:
+        transfer = transfers.update(
+            session, transfer_id, max_parallel_runs=max_parallel_runs, kind=kind, config=settings
+        )
+        payload = _transfer_payload(transfer)
+    emit(payload, as_json=as_json, human=lambda: f"updated transfer {transfer_id}")
+
+
+def _json_config(text: str | None, as_json: bool) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail("INVALID_PARAMETER", f"--config is not valid JSON: {exc}", as_json=as_json)
+    if not isinstance(value, dict):
+        fail("INVALID_PARAMETER", "--config must be a JSON object.", as_json=as_json)
+    return value
+
+
+def _transfer_payload(transfer: Transfer) -> dict[str, Any]:
+    return {
+        "transfer_id": transfer.id,
+        "team_id": transfer.team_id,
+        "state": transfer.state,
+        "kind": transfer.kind,
+        "config": json.loads(transfer.config),
+        "max_parallel_runs": transfer.max_parallel_runs,
+    }
 
 
 def _set_state(ctx: typer.Context, transfer_id: int, state: TransferState, as_json: bool) -> None:
@@ -174,7 +226,7 @@ def transfer_unpause(
 def transfer_delete(
     ctx: typer.Context, transfer_id: Annotated[int, typer.Argument()], as_json: Json = False
 ) -> None:
-    """Soft-delete a transfer: its history stays, new backfills are refused."""
+    """Soft-delete a transfer: unfinished backfills are cancelled, history stays."""
     with admin_session(ctx, as_json=as_json) as session:
         transfers.soft_delete(session, transfer_id)
     payload = {"transfer_id": transfer_id, "deleted": True}

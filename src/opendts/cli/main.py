@@ -51,13 +51,42 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [8080].")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    workers: Annotated[
+        bool | None,
+        typer.Option(
+            "--workers/--no-workers",
+            help="Run backfills in this process [env: OPENDTS_WORKERS; on].",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Runs executed at once [env: OPENDTS_WORKER_CONCURRENCY; 8]."),
+    ] = None,
 ) -> None:
-    """Start the API server with embedded defaults (SQLite in ./opendts-data)."""
+    """Start the API server (and its workers) with embedded defaults (SQLite in ./opendts-data)."""
     # Imported here so admin commands do not pay for loading the web stack.
     from opendts.cli.serve import serve as run_server
 
-    ctx.find_root().obj.update({"host": host, "port": port})
+    ctx.find_root().obj.update(
+        {"host": host, "port": port, "workers": workers, "worker_concurrency": concurrency}
+    )
     run_server(settings_from(ctx), log_level=log_level)
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Runs executed at once [env: OPENDTS_WORKER_CONCURRENCY; 8]."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run backfills without serving the API: start any number, on any number of machines."""
+    from opendts.cli.worker import run_worker
+
+    ctx.find_root().obj.update({"worker_concurrency": concurrency})
+    run_worker(settings_from(ctx), log_level=log_level)
 
 
 @app.command()

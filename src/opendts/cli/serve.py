@@ -76,7 +76,15 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     else:
         where = settings.data_dir.resolve() if is_sqlite(db.url) else "PostgreSQL"
         typer.echo(f"opendts {__version__}: serving {base}/v1 (state in {where})")
-    app = create_app(settings, db)
+    engine = None
+    if settings.workers:
+        from opendts.engine.engine import Engine
+
+        engine = Engine(db, settings)
+        engine.start()
+    else:
+        typer.echo("workers off (--no-workers): backfills wait for `opendts worker` processes")
+    app = create_app(settings, db, wake=engine.wake if engine is not None else None)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -85,4 +93,10 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         access_log=False,
         server_header=False,
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        # uvicorn returns after SIGTERM/SIGINT once requests drained: now the runs.
+        if engine is not None:
+            engine.stop()
+        db.dispose()

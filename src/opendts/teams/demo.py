@@ -32,5 +32,14 @@ def create_demo(session: Session, team_name: str = "Demo team") -> DemoAccount:
     user = teams.create_user(session, f"admin@team-{team.id}.opendts.local", "Demo admin")
     teams.set_role(session, team.id, user.id, Role.ADMIN)
     key = issue_key(session, user.id, tuple(s.value for s in ALL_SCOPES), name="demo")
-    transfer = transfers.create(session, team.id, "Demo transfer", created_user_id=user.id)
+    # Until real connectors land, the demo transfer simulates a short load per date.
+    transfer = transfers.create(
+        session,
+        team.id,
+        "Demo transfer",
+        created_user_id=user.id,
+        max_parallel_runs=2,
+        kind="fault",
+        config={"latency_ms": 20, "rows": 1000},
+    )
     return DemoAccount(team.id, user.id, key.plaintext, transfer.id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from opendts.kit.clock import utcnow
@@ -32,6 +32,9 @@ class Transfer(Base):
     display_name: Mapped[str] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(20), default=TransferState.ACTIVE.value)
     max_parallel_runs: Mapped[int] = mapped_column(Integer, default=1)
+    #: What a run of this transfer does (``opendts.engine.kinds``), and its JSON settings.
+    kind: Mapped[str] = mapped_column(String(40), default="noop")
+    config: Mapped[str] = mapped_column(Text, default="{}")
     created_user_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,514 @@
+"""The engine: planner, dispatcher, executor pool, heartbeats and reaper of one process.
+
+One loop thread talks to the queue (plan a batch, write finished attempts, claim runs); a pool
+of threads executes runs; a housekeeping thread renews leases and reaps expired ones; on
+PostgreSQL a listener thread turns ``NOTIFY`` into wake-ups. Nothing holds a database
+transaction while a run executes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue as stdqueue
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from secrets import token_hex
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from opendts.engine import queue
+from opendts.engine.errors import TerminalRunError, classify
+from opendts.engine.kinds import RunContext, get_kind
+from opendts.kit.clock import utcnow
+from opendts.kit.db import Database
+from opendts.settings import Settings
+
+log = logging.getLogger("opendts.engine")
+T = TypeVar("T")
+
+
+def new_owner_id() -> str:
+    """A worker identity that is unique per process start: host, pid and a random tag."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{token_hex(4)}"
+
+
+def backoff_seconds(
+    attempt: int, base: float, cap: float, rng: random.Random | None = None
+) -> float:
+    """Exponential back-off with "equal jitter": half fixed, half random."""
+    delay = float(min(cap, base * 2.0 ** max(0, attempt - 1)))
+    jitter: float = (rng or random).uniform(0, delay / 2)
+    return delay / 2 + jitter
+
+
+@dataclass(slots=True)
+class _InFlight:
+    claimed: queue.Claimed
+    context: RunContext
+    deadline: float
+    future: Future[None] | None = None
+    #: Set once the engine stopped waiting for this attempt (timeout, lost lease, shutdown).
+    abandoned: bool = False
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters a process exposes (tests, benchmarks, metrics)."""
+
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    lost: int = 0
+    released: int = 0
+    planned: int = 0
+    reaped: int = 0
+    db_errors: int = 0
+    first_claim_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """Runs transfer runs from the queue until stopped."""
+
+    def __init__(self, db: Database, settings: Settings, *, owner: str | None = None) -> None:
+        self.db = db
+        self.settings = settings
+        self.owner = owner or new_owner_id()
+        self.concurrency = settings.worker_concurrency
+        self.caps = queue.Caps(settings.max_running_runs, settings.max_running_runs_per_team)
+        self.stats = EngineStats()
+        self._done: stdqueue.SimpleQueue[queue.Outcome] = stdqueue.SimpleQueue()
+        self._pending: list[queue.Outcome] = []
+        self._inflight: dict[int, _InFlight] = {}
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        self._hint = True
+        self._stopping = threading.Event()
+        self._closed = threading.Event()
+        self._grace_until: float | None = None
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.concurrency * 2, thread_name_prefix="opendts-run"
+        )
+        self._prepared: dict[tuple[str, str], Any] = {}
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the loop, housekeeping and (PostgreSQL) listener threads."""
+        targets: list[tuple[str, Callable[[], None]]] = [
+            ("opendts-engine", self._loop),
+            ("opendts-housekeeping", self._housekeeping),
+        ]
+        if self.db.dialect == "postgresql":
+            targets.append(("opendts-listen", self._listen))
+        for name, target in targets:
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info(
+            "engine %s started: %d slots, lease %.0fs",
+            self.owner,
+            self.concurrency,
+            self.settings.lease_seconds,
+        )
+
+    def wake(self) -> None:
+        """Look at the queue now (new backfill, freed slot): the in-process wake-up."""
+        self._hint = True
+        self._event.set()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop claiming; let in-flight runs finish for ``grace`` seconds; release the rest."""
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        self._grace_until = time.monotonic() + grace
+        self._stopping.set()
+        self._event.set()
+        for thread in self._threads:
+            if thread.name == "opendts-engine":
+                thread.join()
+        self._closed.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        log.info("engine %s stopped", self.owner)
+
+    @property
+    def busy(self) -> int:
+        """Runs executing now in this process."""
+        with self._lock:
+            return sum(1 for f in self._inflight.values() if not f.abandoned)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _write(self, work: Callable[[Session], T]) -> T:
+        with self.db.session(write=True) as session:
+            return work(session)
+
+    def _loop(self) -> None:
+        next_poll = 0.0
+        failures = 0
+        while True:
+            progressed = False
+            try:
+                progressed |= self._flush()
+                self._expire_overdue()
+                if self._stopping.is_set():
+                    if self._drained():
+                        break
+                else:
+                    now = time.monotonic()
+                    polling = now >= next_poll
+                    if polling:
+                        next_poll = now + self.settings.poll_seconds
+                    if self._hint or polling:
+                        self._hint = False
+                        progressed |= self._plan()
+                        progressed |= self._claim()
+                failures = 0
+            except SQLAlchemyError as exc:
+                failures += 1
+                self.stats.db_errors += 1
+                delay = min(5.0, 0.1 * 2**failures)
+                log.warning(
+                    "engine: database unavailable (%s); retrying in %.1fs",
+                    exc.__class__.__name__,
+                    delay,
+                )
+                self._event.wait(delay)
+                self._event.clear()
+                self._hint = True
+                if self._stopping.is_set() and self._grace_over():
+                    break
+                continue
+            if progressed:
+                continue
+            timeout = max(0.0, next_poll - time.monotonic())
+            with self._lock:
+                deadlines = [f.deadline for f in self._inflight.values() if not f.abandoned]
+            if deadlines:
+                timeout = min(timeout, max(0.0, min(deadlines) - time.monotonic()))
+            if self._stopping.is_set():
+                timeout = min(timeout, 0.05)
+            if self._event.wait(timeout):
+                self._event.clear()
+
+    def _flush(self) -> bool:
+        """Write finished attempts (one transaction for all that are ready)."""
+        while True:
+            try:
+                self._pending.append(self._done.get_nowait())
+            except stdqueue.Empty:
+                break
+        if not self._pending:
+            return False
+        batch = self._pending
+        result = self._write(lambda s: queue.apply(s, batch, now=utcnow()))
+        self._pending = []
+        for outcome in batch:
+            kind = outcome.result
+            if outcome.run_id in result.lost:
+                self.stats.lost += 1
+                log.warning(
+                    "run %d attempt %d: lease lost, result dropped", outcome.run_id, outcome.attempt
+                )
+            elif kind is queue.Result.COMPLETED:
+                self.stats.completed += 1
+            elif kind is queue.Result.FAILED:
+                self.stats.failed += 1
+            elif kind is queue.Result.RETRY:
+                self.stats.retried += 1
+            else:
+                self.stats.released += 1
+        with self._lock:
+            for outcome in batch:
+                item = self._inflight.get(outcome.run_id)
+                if item is not None and item.claimed.attempt == outcome.attempt:
+                    del self._inflight[outcome.run_id]
+        for backfill_id, status in result.finished_backfills:
+            log.info("backfill %d %s", backfill_id, status)
+        self._hint = True
+        return True
+
+    def _plan(self) -> bool:
+        planned = self._write(
+            lambda s: queue.plan_step(
+                s,
+                batch_size=self.settings.plan_batch_size,
+                max_attempts=self.settings.run_max_attempts,
+                now=utcnow(),
+            )
+        )
+        if planned is None:
+            return False
+        self.stats.planned += planned.created
+        self._hint = True
+        return True
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            busy = sum(
+                1
+                for f in self._inflight.values()
+                if not (f.future is not None and f.future.done() and f.abandoned)
+            )
+        return self.concurrency - busy
+
+    def _claim(self) -> bool:
+        want = self._free_slots()
+        if want <= 0:
+            return False
+        now = utcnow()
+        claimed = self._write(
+            lambda s: queue.claim(
+                s,
+                owner=self.owner,
+                want=want,
+                caps=self.caps,
+                lease_seconds=self.settings.lease_seconds,
+                now=now,
+            )
+        )
+        if not claimed:
+            return False
+        if self.stats.first_claim_at is None:
+            self.stats.first_claim_at = now
+        self.stats.claimed += len(claimed)
+        deadline = time.monotonic() + self.settings.run_timeout_seconds
+        for run in claimed:
+            context = RunContext(
+                run.run_id,
+                run.team_id,
+                run.transfer_id,
+                run.data_date,
+                run.attempt,
+                run.max_attempts,
+            )
+            item = _InFlight(run, context, deadline)
+            with self._lock:
+                self._inflight[run.run_id] = item
+            item.future = self._pool.submit(self._execute, item)
+        # A full batch means more may be waiting.
+        if len(claimed) == want:
+            self._hint = True
+        return True
+
+    # -- executing -----------------------------------------------------------------------
+
+    def _settings_for(self, kind_name: str, config: str) -> Any:
+        key = (kind_name, config)
+        if key not in self._prepared:
+            kind = get_kind(kind_name)
+            try:
+                parsed = json.loads(config or "{}")
+                if not isinstance(parsed, dict):
+                    raise ValueError("the transfer's config must be a JSON object")
+                self._prepared[key] = kind.prepare(parsed)
+            except ValueError as exc:
+                self._prepared[key] = TerminalRunError(
+                    f"The transfer's {kind_name} settings are invalid: {exc}. "
+                    "Fix the transfer's config, then backfill again."
+                )
+        value = self._prepared[key]
+        if isinstance(value, TerminalRunError):
+            raise value
+        return value
+
+    def _execute(self, item: _InFlight) -> None:
+        run = item.claimed
+        started = time.perf_counter()
+        try:
+            kind = get_kind(run.kind)
+            result = kind.execute(item.context, self._settings_for(run.kind, run.config))
+            duration = time.perf_counter() - started
+            message = result.message or f"Completed {run.data_date}."
+            if run.attempt > 1:
+                message += f" Succeeded on attempt {run.attempt} of {run.max_attempts}."
+            outcome = queue.Outcome(
+                run.run_id,
+                self.owner,
+                run.attempt,
+                queue.Result.COMPLETED,
+                message,
+                rows=result.rows,
+                duration=round(duration, 6),
+            )
+        except BaseException as exc:
+            duration = time.perf_counter() - started
+            outcome = self._failure(run, exc, duration)
+        if item.abandoned:
+            return
+        self._done.put(outcome)
+        self._event.set()
+
+    def _failure(self, run: queue.Claimed, exc: BaseException, duration: float) -> queue.Outcome:
+        verdict = classify(exc)
+        if verdict.transient and run.attempt < run.max_attempts:
+            delay = (
+                verdict.retry_after
+                if verdict.retry_after is not None
+                else backoff_seconds(
+                    run.attempt, self.settings.retry_base_seconds, self.settings.retry_max_seconds
+                )
+            )
+            retry_at = utcnow() + timedelta(seconds=delay)
+            message = (
+                f"Attempt {run.attempt} of {run.max_attempts} failed: {verdict.message} "
+                f"Retrying in {delay:.1f} s, at {retry_at:%H:%M:%S} UTC."
+            )
+            return queue.Outcome(
+                run.run_id,
+                self.owner,
+                run.attempt,
+                queue.Result.RETRY,
+                message,
+                error=verdict.message,
+                duration=round(duration, 6),
+                retry_at=retry_at,
+            )
+        if verdict.transient:
+            error = f"{verdict.message} (failed {run.attempt} attempts)"
+            message = (
+                f"Failed after {run.attempt} attempts: {verdict.message} "
+                f"Backfill {run.data_date} again once the cause is fixed."
+            )
+        else:
+            error = verdict.message
+            message = (
+                f"Failed: {verdict.message} This error is not retried; "
+                f"fix the cause, then backfill {run.data_date} again."
+            )
+        return queue.Outcome(
+            run.run_id,
+            self.owner,
+            run.attempt,
+            queue.Result.FAILED,
+            message,
+            error=error,
+            duration=round(duration, 6),
+        )
+
+    def _expire_overdue(self) -> None:
+        """Fail (or retry) attempts that ran past the run timeout, and free their slots."""
+        now = time.monotonic()
+        with self._lock:
+            overdue = [f for f in self._inflight.values() if not f.abandoned and f.deadline <= now]
+            for item in overdue:
+                item.abandoned = True
+                item.context.cancelled.set()
+                del self._inflight[item.claimed.run_id]
+        for item in overdue:
+            timeout = self.settings.run_timeout_seconds
+            error = TimeoutError(f"the run did not finish within {timeout:g} seconds")
+            self._pending.append(self._failure(item.claimed, error, timeout))
+
+    def _grace_over(self) -> bool:
+        return self._grace_until is not None and time.monotonic() >= self._grace_until
+
+    def _drained(self) -> bool:
+        """During shutdown: True once nothing is in flight (releasing what outlived the grace)."""
+        with self._lock:
+            left = [f for f in self._inflight.values() if not f.abandoned]
+        if not left:
+            return True
+        if not self._grace_over():
+            return False
+        with self._lock:
+            for item in left:
+                item.abandoned = True
+                item.context.cancelled.set()
+                self._inflight.pop(item.claimed.run_id, None)
+        released = [
+            queue.Outcome(
+                f.claimed.run_id,
+                self.owner,
+                f.claimed.attempt,
+                queue.Result.RELEASED,
+                "Released by a worker that was shutting down; queued to run again.",
+            )
+            for f in left
+        ]
+        self._write(lambda s: queue.apply(s, released, now=utcnow()))
+        self.stats.released += len(released)
+        log.info("engine: released %d runs still executing after the grace period", len(released))
+        return True
+
+    # -- housekeeping --------------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        interval = self.settings.heartbeat_seconds
+        while not self._closed.wait(interval):
+            try:
+                self._heartbeat()
+                reaped = self._write(lambda s: queue.reap(s, now=utcnow()))
+                if reaped.applied:
+                    self.stats.reaped += len(reaped.applied)
+                    log.warning(
+                        "reaper: %d runs had lost their worker; re-queued", len(reaped.applied)
+                    )
+                    self.wake()
+            except SQLAlchemyError as exc:
+                self.stats.db_errors += 1
+                log.warning("housekeeping: database unavailable (%s)", exc.__class__.__name__)
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            held = [
+                (f.claimed.run_id, f.claimed.attempt)
+                for f in self._inflight.values()
+                if not f.abandoned
+            ]
+        if not held:
+            return
+        lost = self._write(
+            lambda s: queue.heartbeat(
+                s,
+                owner=self.owner,
+                held=held,
+                lease_seconds=self.settings.lease_seconds,
+                now=utcnow(),
+            )
+        )
+        if not lost:
+            return
+        with self._lock:
+            for run_id, attempt in lost:
+                item = self._inflight.get(run_id)
+                if item is not None and item.claimed.attempt == attempt:
+                    item.abandoned = True
+                    item.context.cancelled.set()
+                    del self._inflight[run_id]
+        self.stats.lost += len(lost)
+        log.warning("engine: lost the lease of %d runs; their results will be dropped", len(lost))
+
+    def _listen(self) -> None:
+        """PostgreSQL LISTEN: a hint to look now; polling stays the fallback."""
+        import psycopg
+
+        url = self.db.engine.url.set(drivername="postgresql")
+        dsn = url.render_as_string(hide_password=False)
+        delay = 0.5
+        while not self._closed.is_set():
+            try:
+                with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {queue.CHANNEL}")
+                    delay = 0.5
+                    self.wake()  # whatever was announced while we were not listening
+                    while not self._closed.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self.wake()
+            except psycopg.Error as exc:
+                log.info("listener: %s; reconnecting in %.1fs", exc.__class__.__name__, delay)
+                self._closed.wait(delay)
+                delay = min(10.0, delay * 2)

@@ -1,0 +1,589 @@
+"""The engine protocol on the database: plan, claim, heartbeat, finish, reap, release.
+
+The ``transfer_runs`` table is the queue. Every function here is one short transaction; none is
+held open while a run executes. Every write to a claimed run is fenced: it applies only while
+the run is still ``RUNNING`` with the same ``lease_owner`` and ``attempt``, so a worker that lost
+its lease (paused, partitioned, presumed dead) can never overwrite the new owner's result.
+
+Backfill counters move in the same transaction as the run rows they count, so a client always
+reads counters equal to what the runs table says.
+
+Lock order (PostgreSQL), to rule out deadlocks: claims take one advisory lock, then SCHEDULED
+backfills, then QUEUED runs; finishes take RUNNING runs (by id) then backfills (by id); cancels
+take the backfill, then its QUEUED runs. Claims skip rows another transaction holds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any, cast
+
+from sqlalchemy import (
+    CursorResult,
+    Table,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from opendts.backfills.models import ACTIVE_SQL, Backfill
+from opendts.backfills.service import notify_workers
+from opendts.backfills.status import BackfillStatus
+from opendts.kit.clock import isoformat_z
+from opendts.runs.models import RunStatus, RunType, TransferRun
+from opendts.transfers.models import Transfer, TransferState
+
+runs = cast(Table, TransferRun.__table__)
+backfills = cast(Table, Backfill.__table__)
+transfers = cast(Table, Transfer.__table__)
+
+#: Any constant: the PostgreSQL advisory lock that makes claims (and their caps) exact.
+CLAIM_LOCK = 7_270_002
+#: The PostgreSQL channel workers LISTEN on.
+CHANNEL = "opendts_work"
+
+
+def _status_is(column: Any, *statuses: str) -> Any:
+    # Literal, not bound: SQLite only uses a partial index when the query repeats its predicate.
+    if len(statuses) == 1:
+        return column == literal_column(f"'{statuses[0]}'")
+    return column.in_([literal_column(f"'{s}'") for s in statuses])
+
+
+QUEUED = RunStatus.QUEUED.value
+RUNNING = RunStatus.RUNNING.value
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    """How many runs may execute at once: everywhere, per team (per transfer is on the row)."""
+
+    total: int
+    per_team: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A run this worker now holds a lease on."""
+
+    run_id: int
+    team_id: int
+    transfer_id: int
+    backfill_id: int | None
+    data_date: date
+    attempt: int
+    max_attempts: int
+    kind: str
+    config: str
+
+
+class Result(StrEnum):
+    """How an attempt ended."""
+
+    COMPLETED = "completed"
+    RETRY = "retry"
+    FAILED = "failed"
+    RELEASED = "released"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One attempt's end, to be written under the attempt's fencing token."""
+
+    run_id: int
+    owner: str
+    attempt: int
+    result: Result
+    message: str
+    error: str | None = None
+    rows: int | None = None
+    duration: float | None = None
+    retry_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class Applied:
+    """What a batch of outcomes changed."""
+
+    applied: set[int] = field(default_factory=set)
+    lost: set[int] = field(default_factory=set)
+    finished_backfills: list[tuple[int, str]] = field(default_factory=list)
+
+
+def notify_sql(session: Session) -> None:
+    """Wake workers listening on PostgreSQL once the current transaction commits."""
+    notify_workers(session)
+
+
+def _rowcount(result: Any) -> int:
+    return int(cast(CursorResult[Any], result).rowcount or 0)
+
+
+# -- planning ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One planner step: ``created`` runs added to ``backfill_id``."""
+
+    backfill_id: int
+    created: int
+    scheduled: bool
+
+
+def plan_step(
+    session: Session, *, batch_size: int, max_attempts: int, now: datetime
+) -> Planned | None:
+    """Create the next batch of runs of one CREATED backfill, newest dates first.
+
+    The batch and the ``runs_created`` counter commit together; the backfill becomes SCHEDULED
+    in the transaction that creates its last run. Returns None when nothing is left to plan.
+    """
+    candidate = session.execute(
+        select(
+            backfills.c.id,
+            backfills.c.team_id,
+            backfills.c.transfer_id,
+            backfills.c.range_end,
+            backfills.c.runs_total,
+            backfills.c.runs_created,
+        )
+        .where(text(ACTIVE_SQL), _status_is(backfills.c.status, BackfillStatus.CREATED.value))
+        .order_by(backfills.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).first()
+    if candidate is None:
+        return None
+    count = min(batch_size, candidate.runs_total - candidate.runs_created)
+    newest = candidate.range_end - timedelta(days=candidate.runs_created)
+    if count > 0:
+        session.execute(
+            insert(runs),
+            [
+                {
+                    "team_id": candidate.team_id,
+                    "transfer_id": candidate.transfer_id,
+                    "backfill_id": candidate.id,
+                    "type": RunType.BACKFILL.value,
+                    "data_date": newest - timedelta(days=offset),
+                    "status": QUEUED,
+                    "attempt": 0,
+                    "max_attempts": max_attempts,
+                    "available_at": now,
+                    "created_time": now,
+                    "queued_time": now,
+                    "message": "Queued: waiting for a worker.",
+                    "history": "[]",
+                }
+                for offset in range(count)
+            ],
+        )
+    done = candidate.runs_created + count >= candidate.runs_total
+    values: dict[str, Any] = {"runs_created": backfills.c.runs_created + count}
+    if done:
+        values["status"] = BackfillStatus.SCHEDULED.value
+    session.execute(update(backfills).where(backfills.c.id == candidate.id).values(**values))
+    if done:
+        notify_sql(session)
+    return Planned(candidate.id, count, done)
+
+
+# -- claiming ----------------------------------------------------------------------------
+
+
+def _running_counts(session: Session) -> tuple[dict[int, int], dict[int, int], int]:
+    by_transfer: dict[int, int] = defaultdict(int)
+    by_team: dict[int, int] = defaultdict(int)
+    total = 0
+    rows = session.execute(
+        select(runs.c.team_id, runs.c.transfer_id, func.count())
+        .where(_status_is(runs.c.status, RUNNING))
+        .group_by(runs.c.team_id, runs.c.transfer_id)
+    )
+    for team_id, transfer_id, count in rows:
+        by_transfer[transfer_id] += count
+        by_team[team_id] += count
+        total += count
+    return by_transfer, by_team, total
+
+
+@dataclass(slots=True)
+class _Candidate:
+    transfer_id: int
+    team_id: int
+    max_parallel: int
+    kind: str
+    config: str
+    backfill_ids: list[int]
+    scheduled_ids: list[int]
+
+
+def _candidates(session: Session) -> list[_Candidate]:
+    rows = session.execute(
+        select(
+            backfills.c.id,
+            backfills.c.status,
+            transfers.c.id,
+            transfers.c.team_id,
+            transfers.c.max_parallel_runs,
+            transfers.c.kind,
+            transfers.c.config,
+        )
+        .join(transfers, transfers.c.id == backfills.c.transfer_id)
+        .where(
+            text(ACTIVE_SQL),
+            _status_is(
+                backfills.c.status, BackfillStatus.SCHEDULED.value, BackfillStatus.RUNNING.value
+            ),
+            transfers.c.state == TransferState.ACTIVE.value,
+            transfers.c.deleted_at.is_(None),
+        )
+        .order_by(backfills.c.id)
+    )
+    found: dict[int, _Candidate] = {}
+    for backfill_id, status, transfer_id, team_id, max_parallel, kind, config in rows:
+        candidate = found.get(transfer_id)
+        if candidate is None:
+            candidate = found[transfer_id] = _Candidate(
+                transfer_id, team_id, max_parallel, kind, config, [], []
+            )
+        candidate.backfill_ids.append(backfill_id)
+        if status == BackfillStatus.SCHEDULED.value:
+            candidate.scheduled_ids.append(backfill_id)
+    return list(found.values())
+
+
+def claim(
+    session: Session,
+    *,
+    owner: str,
+    want: int,
+    caps: Caps,
+    lease_seconds: float,
+    now: datetime,
+) -> list[Claimed]:
+    """Lease up to ``want`` runs: newest dates first, least busy teams first, within every cap."""
+    if want <= 0:
+        return []
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        session.execute(text(f"SELECT pg_advisory_xact_lock({CLAIM_LOCK})"))
+    candidates = _candidates(session)
+    if not candidates:
+        return []
+    by_transfer, by_team, total = _running_counts(session)
+    # Fairness: the team with the fewest runs in flight goes first, then the oldest backfill.
+    candidates.sort(
+        key=lambda c: (by_team[c.team_id], by_transfer[c.transfer_id], c.backfill_ids[0])
+    )
+    lease_until = now + timedelta(seconds=lease_seconds)
+    claimed: list[Claimed] = []
+    started_backfills: list[int] = []
+    for c in candidates:
+        free = min(
+            c.max_parallel - by_transfer[c.transfer_id],
+            caps.per_team - by_team[c.team_id],
+            caps.total - total,
+            want - len(claimed),
+        )
+        if free <= 0:
+            if caps.total - total <= 0 or want - len(claimed) <= 0:
+                break
+            continue
+        if c.scheduled_ids and postgres:
+            # A cancel holds the backfill before its runs; so must we (see the module doc).
+            locked = session.execute(
+                select(backfills.c.id)
+                .where(backfills.c.id.in_(c.scheduled_ids))
+                .where(_status_is(backfills.c.status, BackfillStatus.SCHEDULED.value))
+                .order_by(backfills.c.id)
+                .with_for_update()
+            ).scalars()
+            c.scheduled_ids = list(locked)
+        picked = session.execute(
+            select(
+                runs.c.id, runs.c.backfill_id, runs.c.data_date, runs.c.attempt, runs.c.max_attempts
+            )
+            .where(
+                runs.c.transfer_id == c.transfer_id,
+                _status_is(runs.c.status, QUEUED),
+                runs.c.available_at <= now,
+                runs.c.backfill_id.in_(c.backfill_ids),
+            )
+            .order_by(runs.c.data_date.desc(), runs.c.id)
+            .limit(free)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not picked:
+            continue
+        session.execute(
+            update(runs)
+            .where(runs.c.id.in_([row.id for row in picked]))
+            .values(
+                status=RUNNING,
+                attempt=runs.c.attempt + 1,
+                lease_owner=owner,
+                lease_expires_at=lease_until,
+                started_time=now,
+                message="Running.",
+            )
+        )
+        for row in picked:
+            claimed.append(
+                Claimed(
+                    row.id,
+                    c.team_id,
+                    c.transfer_id,
+                    row.backfill_id,
+                    row.data_date,
+                    row.attempt + 1,
+                    row.max_attempts,
+                    c.kind,
+                    c.config,
+                )
+            )
+        started = {row.backfill_id for row in picked}
+        started_backfills += [b for b in c.scheduled_ids if b in started]
+        by_transfer[c.transfer_id] += len(picked)
+        by_team[c.team_id] += len(picked)
+        total += len(picked)
+    if started_backfills:
+        session.execute(
+            update(backfills)
+            .where(backfills.c.id.in_(sorted(started_backfills)))
+            .where(_status_is(backfills.c.status, BackfillStatus.SCHEDULED.value))
+            .values(status=BackfillStatus.RUNNING.value, start_time=now)
+        )
+    return claimed
+
+
+# -- heartbeats --------------------------------------------------------------------------
+
+
+def heartbeat(
+    session: Session,
+    *,
+    owner: str,
+    held: Sequence[tuple[int, int]],
+    lease_seconds: float,
+    now: datetime,
+) -> set[tuple[int, int]]:
+    """Extend the leases of ``held`` ``(run_id, attempt)`` pairs; returns the ones lost."""
+    if not held:
+        return set()
+    kept = session.execute(
+        update(runs)
+        .where(
+            runs.c.lease_owner == owner,
+            _status_is(runs.c.status, RUNNING),
+            tuple_(runs.c.id, runs.c.attempt).in_(list(held)),
+        )
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .returning(runs.c.id, runs.c.attempt)
+    ).all()
+    return set(held) - {(row.id, row.attempt) for row in kept}
+
+
+# -- finishing ---------------------------------------------------------------------------
+
+
+def _history_entry(outcome: Outcome, started: datetime | None, now: datetime) -> dict[str, Any]:
+    return {
+        "attempt": outcome.attempt,
+        "status": "FAILED",
+        "error": outcome.error or outcome.message,
+        "duration": outcome.duration,
+        "started_time": isoformat_z(started),
+        "ended_time": isoformat_z(now),
+    }
+
+
+def apply(session: Session, outcomes: Iterable[Outcome], *, now: datetime) -> Applied:
+    """Write attempts' outcomes under their fencing tokens, and the backfill counters with them.
+
+    An outcome whose run is no longer ``RUNNING`` under the same owner and attempt is dropped
+    (reported in ``Applied.lost``): someone else owns the run now.
+    """
+    ordered = sorted(outcomes, key=lambda o: o.run_id)
+    report = Applied()
+    if not ordered:
+        return report
+    current = {
+        row.id: row
+        for row in session.execute(
+            select(
+                runs.c.id,
+                runs.c.backfill_id,
+                runs.c.lease_owner,
+                runs.c.attempt,
+                runs.c.history,
+                runs.c.started_time,
+            )
+            .where(runs.c.id.in_([o.run_id for o in ordered]), _status_is(runs.c.status, RUNNING))
+            .order_by(runs.c.id)
+            .with_for_update()
+        )
+    }
+    completed: dict[int, int] = defaultdict(int)
+    failed: dict[int, int] = defaultdict(int)
+    for outcome in ordered:
+        row = current.get(outcome.run_id)
+        if row is None or row.lease_owner != outcome.owner or row.attempt != outcome.attempt:
+            report.lost.add(outcome.run_id)
+            continue
+        values: dict[str, Any] = {
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "message": outcome.message,
+        }
+        if outcome.result is Result.COMPLETED:
+            values |= {
+                "status": RunStatus.COMPLETED.value,
+                "ended_time": now,
+                "total_rows": outcome.rows,
+                "total_duration": outcome.duration,
+                "error": None,
+            }
+        elif outcome.result is Result.FAILED:
+            history = [*json.loads(row.history), _history_entry(outcome, row.started_time, now)]
+            values |= {
+                "status": RunStatus.FAILED.value,
+                "ended_time": now,
+                "total_duration": outcome.duration,
+                "error": outcome.error,
+                "history": json.dumps(history),
+            }
+        elif outcome.result is Result.RETRY:
+            history = [*json.loads(row.history), _history_entry(outcome, row.started_time, now)]
+            values |= {
+                "status": QUEUED,
+                "available_at": outcome.retry_at or now,
+                "queued_time": now,
+                "error": outcome.error,
+                "history": json.dumps(history),
+            }
+        else:  # RELEASED: the attempt never ran to the end; it does not count.
+            values |= {
+                "status": QUEUED,
+                "available_at": now,
+                "queued_time": now,
+                "attempt": runs.c.attempt - 1,
+            }
+        changed = _rowcount(
+            session.execute(
+                update(runs)
+                .where(
+                    runs.c.id == outcome.run_id,
+                    runs.c.lease_owner == outcome.owner,
+                    runs.c.attempt == outcome.attempt,
+                    _status_is(runs.c.status, RUNNING),
+                )
+                .values(**values)
+            )
+        )
+        if changed != 1:  # pragma: no cover - the row lock above makes this unreachable
+            report.lost.add(outcome.run_id)
+            continue
+        report.applied.add(outcome.run_id)
+        if row.backfill_id is not None:
+            if outcome.result is Result.COMPLETED:
+                completed[row.backfill_id] += 1
+            elif outcome.result is Result.FAILED:
+                failed[row.backfill_id] += 1
+    for backfill_id in sorted(set(completed) | set(failed)):
+        session.execute(
+            update(backfills)
+            .where(backfills.c.id == backfill_id)
+            .values(
+                runs_completed=backfills.c.runs_completed + completed[backfill_id],
+                runs_failed=backfills.c.runs_failed + failed[backfill_id],
+            )
+        )
+    touched = sorted(set(completed) | set(failed))
+    if touched:
+        report.finished_backfills = _finish_backfills(session, touched, now)
+    return report
+
+
+def _finish_backfills(
+    session: Session, backfill_ids: list[int], now: datetime
+) -> list[tuple[int, str]]:
+    """COMPLETED or FAILED for the backfills whose every run is now final."""
+    final = select(backfills.c.id, backfills.c.runs_failed).where(
+        backfills.c.id.in_(backfill_ids),
+        _status_is(
+            backfills.c.status, BackfillStatus.SCHEDULED.value, BackfillStatus.RUNNING.value
+        ),
+        backfills.c.runs_created == backfills.c.runs_total,
+        backfills.c.runs_completed + backfills.c.runs_failed == backfills.c.runs_total,
+    )
+    done: list[tuple[int, str]] = []
+    for backfill_id, runs_failed in session.execute(final).all():
+        status = BackfillStatus.FAILED if runs_failed else BackfillStatus.COMPLETED
+        session.execute(
+            update(backfills)
+            .where(backfills.c.id == backfill_id)
+            .values(status=status.value, end_time=now)
+        )
+        done.append((backfill_id, status.value))
+    return done
+
+
+# -- reaping -----------------------------------------------------------------------------
+
+
+def reap(session: Session, *, now: datetime, limit: int = 500) -> Applied:
+    """Runs whose lease expired go back to the queue, or fail once their attempts are spent."""
+    expired = session.execute(
+        select(
+            runs.c.id, runs.c.lease_owner, runs.c.attempt, runs.c.max_attempts, runs.c.started_time
+        )
+        .where(_status_is(runs.c.status, RUNNING), runs.c.lease_expires_at < now)
+        .order_by(runs.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    outcomes = []
+    for row in expired:
+        lost = (
+            f"The worker running attempt {row.attempt} stopped responding "
+            "(its lease expired without a heartbeat)."
+        )
+        duration = (now - row.started_time).total_seconds() if row.started_time else None
+        if row.attempt < row.max_attempts:
+            outcomes.append(
+                Outcome(
+                    row.id,
+                    row.lease_owner or "",
+                    row.attempt,
+                    Result.RETRY,
+                    f"{lost} Queued again: attempt {row.attempt + 1} of {row.max_attempts}.",
+                    error=lost,
+                    duration=duration,
+                    retry_at=now,
+                )
+            )
+        else:
+            outcomes.append(
+                Outcome(
+                    row.id,
+                    row.lease_owner or "",
+                    row.attempt,
+                    Result.FAILED,
+                    f"Failed after {row.attempt} attempts: {lost}",
+                    error=lost,
+                    duration=duration,
+                )
+            )
+    return apply(session, outcomes, now=now)
