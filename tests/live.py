@@ -78,7 +78,8 @@ def live_server(
     data_dir: Path, database_url: str | None = None, **settings: str
 ) -> Iterator[LiveServer]:
     """Start ``opendts serve`` and yield it once it answers; stop it afterwards."""
-    env = server_env(data_dir, database_url, **settings)
+    # Runs still executing when a test ends are released at once, not waited for.
+    env = server_env(data_dir, database_url, **{"OPENDTS_SHUTDOWN_GRACE_SECONDS": "0", **settings})
     if database_url:
         opendts(env, "migrate")
     account = admin_json(env, "demo")

@@ -29,7 +29,19 @@ def client(live: LiveServer) -> Iterator[SupermetricsClient]:
 
 
 def fresh_transfer(live: LiveServer) -> int:
-    created = live.admin("transfer", "create", "--team", str(live.team_id), "--name", "sdk")
+    """A transfer whose runs take a minute each: backfills stay cancellable during a test."""
+    created = live.admin(
+        "transfer",
+        "create",
+        "--team",
+        str(live.team_id),
+        "--name",
+        "sdk",
+        "--kind",
+        "fault",
+        "--config",
+        '{"latency_ms": 60000}',
+    )
     return int(created["transfer_id"])  # type: ignore[call-overload]
 
 

@@ -16,6 +16,7 @@ from opendts.backfills.endpoints import router as backfills_router
 from opendts.kit.db import Database
 from opendts.kit.envelope import json_response
 from opendts.kit.ratelimit import RateLimiter
+from opendts.runs.endpoints import router as runs_router
 from opendts.settings import Settings
 
 
@@ -44,6 +45,7 @@ def create_app(
     )
     errors.install(app)
     app.include_router(backfills_router, prefix="/v1")
+    app.include_router(runs_router, prefix="/v1")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz(request: Request) -> Response:

@@ -34,13 +34,17 @@ def _plain_digits(value: object) -> object:
     return value
 
 
-def _path_id(what: str) -> Any:
-    return Path(ge=1, le=MAX_ID, description=f"Unique identifier of the {what}")
+def path_id(what: str) -> tuple[Any, Any]:
+    """Annotations of a path id: a plain positive 64-bit decimal integer."""
+    return (
+        Path(ge=1, le=MAX_ID, description=f"Unique identifier of the {what}"),
+        BeforeValidator(_plain_digits),
+    )
 
 
-TeamId = Annotated[int, _path_id("team"), BeforeValidator(_plain_digits)]
-TransferId = Annotated[int, _path_id("transfer"), BeforeValidator(_plain_digits)]
-BackfillId = Annotated[int, _path_id("backfill"), BeforeValidator(_plain_digits)]
+TeamId = Annotated[int, *path_id("team")]
+TransferId = Annotated[int, *path_id("transfer")]
+BackfillId = Annotated[int, *path_id("backfill")]
 
 
 @dataclass

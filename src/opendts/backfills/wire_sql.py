@@ -61,7 +61,12 @@ def _error_report(dialect: str) -> ColumnElement[Any]:
             func.coalesce(runs.c.error, literal_column("'Failed.'")),
         )
         report = (
-            select(func.json_agg(aggregate_order_by(item, runs.c.data_date)))
+            select(
+                func.coalesce(
+                    func.json_agg(aggregate_order_by(item, runs.c.data_date)),
+                    literal_column("'[]'::json"),
+                )
+            )
             .where(failed)
             .scalar_subquery()
         )
