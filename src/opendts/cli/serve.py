@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 
 import typer
@@ -93,6 +94,12 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         access_log=False,
         server_header=False,
     )
+    # uvicorn re-raises the signal that stopped it once it has drained requests; with these
+    # handlers in place that re-raise is caught here, so the engine can finish or release its
+    # runs and the process exits 0.
+    stopped: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stopped.append(signum))
     try:
         uvicorn.Server(config).run()
     finally:
