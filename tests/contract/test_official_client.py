@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -146,3 +147,52 @@ def test_429_with_retry_after(tmp_path: Path) -> None:
     assert caught.value.status_code == 429
     assert caught.value.retry_after is not None and 1 <= caught.value.retry_after <= 3600
     assert caught.value.error_code == "TOO_MANY_REQUESTS"
+
+
+def test_the_demo_transfer_completes_a_backfill_and_its_runs_parse(
+    live: LiveServer, client: SupermetricsClient
+) -> None:
+    created = client.backfills.create(
+        live.team_id, live.transfer_id, date(2023, 6, 1), date(2023, 6, 10)
+    )
+    backfill_id = created.transfer_backfill_id
+    deadline = time.monotonic() + 60
+    while True:
+        backfill = client.backfills.get(live.team_id, backfill_id)
+        if status_of(backfill) in ("COMPLETED", "FAILED", "CANCELLED"):
+            break
+        assert time.monotonic() < deadline, "the demo backfill did not finish in 60 s"
+        time.sleep(0.1)
+    assert status_of(backfill) == "COMPLETED"
+    assert backfill.transfer_runs_completed == backfill.transfer_runs_total == 10
+    assert backfill.start_time is not None and backfill.end_time is not None
+    runs = client.transfers.list_runs(
+        live.team_id,
+        live.transfer_id,
+        datetime(2023, 6, 1),
+        datetime(2023, 6, 30),
+        filter_issues_only=False,
+        sort_field="data_date",
+        sort_direction="ASC",
+        limit=5,
+        offset=2,
+    )
+    items = list(getattr(runs, "data", runs))
+    assert [str(item.data_date) for item in items] == [f"2023-06-{d:02d}" for d in range(3, 8)]
+    assert {str(getattr(item.type_, "value", item.type_)) for item in items} == {"Backfill"}
+    assert {item.status for item in items} == {"COMPLETED"}
+    detail = client.transfer_runs.get(live.team_id, items[0].id)
+    assert detail.status == "COMPLETED" and detail.total_rows == 1000
+    assert detail.query_details[0].rows == 1000
+    assert (
+        client.transfers.list_runs(
+            live.team_id,
+            live.transfer_id,
+            datetime(2023, 6, 1),
+            datetime(2023, 6, 30),
+            filter_issues_only=True,
+        )
+        is not None
+    )
+    with pytest.raises(SupermetricsNotFoundError):
+        client.transfer_runs.get(live.team_id, 999_999_999)

@@ -409,6 +409,14 @@ def _history_entry(outcome: Outcome, started: datetime | None, now: datetime) ->
     }
 
 
+def _total_duration(history: str, last: float | None) -> float | None:
+    """Seconds spent over every attempt (the contract: the sum of all query durations)."""
+    if last is None:
+        return None
+    earlier = sum(entry.get("duration") or 0.0 for entry in json.loads(history))
+    return round(earlier + last, 6)
+
+
 def apply(session: Session, outcomes: Iterable[Outcome], *, now: datetime) -> Applied:
     """Write attempts' outcomes under their fencing tokens, and the backfill counters with them.
 
@@ -452,7 +460,7 @@ def apply(session: Session, outcomes: Iterable[Outcome], *, now: datetime) -> Ap
                 "status": RunStatus.COMPLETED.value,
                 "ended_time": now,
                 "total_rows": outcome.rows,
-                "total_duration": outcome.duration,
+                "total_duration": _total_duration(row.history, outcome.duration),
                 "error": None,
             }
         elif outcome.result is Result.FAILED:
@@ -460,7 +468,7 @@ def apply(session: Session, outcomes: Iterable[Outcome], *, now: datetime) -> Ap
             values |= {
                 "status": RunStatus.FAILED.value,
                 "ended_time": now,
-                "total_duration": outcome.duration,
+                "total_duration": _total_duration(row.history, outcome.duration),
                 "error": outcome.error,
                 "history": json.dumps(history),
             }
