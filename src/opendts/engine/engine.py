@@ -74,6 +74,9 @@ class EngineStats:
     planned: int = 0
     reaped: int = 0
     db_errors: int = 0
+    #: Queue transactions (finished attempts written and runs claimed), and time spent in them.
+    cycles: int = 0
+    cycle_seconds: float = 0.0
     first_claim_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -93,7 +96,8 @@ class Engine:
         self._inflight: dict[int, _InFlight] = {}
         self._lock = threading.Lock()
         self._event = threading.Event()
-        self._hint = True
+        self._plan_hint = True
+        self._claim_hint = True
         self._stopping = threading.Event()
         self._closed = threading.Event()
         self._grace_until: float | None = None
@@ -126,7 +130,8 @@ class Engine:
 
     def wake(self) -> None:
         """Look at the queue now (new backfill, freed slot): the in-process wake-up."""
-        self._hint = True
+        self._plan_hint = True
+        self._claim_hint = True
         self._event.set()
 
     def stop(self, grace: float | None = None) -> None:
@@ -162,20 +167,14 @@ class Engine:
         while True:
             progressed = False
             try:
-                progressed |= self._flush()
                 self._expire_overdue()
-                if self._stopping.is_set():
-                    if self._drained():
-                        break
-                else:
-                    now = time.monotonic()
-                    polling = now >= next_poll
-                    if polling:
-                        next_poll = now + self.settings.poll_seconds
-                    if self._hint or polling:
-                        self._hint = False
-                        progressed |= self._plan()
-                        progressed |= self._claim()
+                now = time.monotonic()
+                polling = now >= next_poll
+                if polling:
+                    next_poll = now + self.settings.poll_seconds
+                progressed = self._cycle(polling)
+                if self._stopping.is_set() and not self._pending and self._drained():
+                    break
                 failures = 0
             except SQLAlchemyError as exc:
                 failures += 1
@@ -188,7 +187,7 @@ class Engine:
                 )
                 self._event.wait(delay)
                 self._event.clear()
-                self._hint = True
+                self._plan_hint = self._claim_hint = True
                 if self._stopping.is_set() and self._grace_over():
                     break
                 continue
@@ -204,18 +203,58 @@ class Engine:
             if self._event.wait(timeout):
                 self._event.clear()
 
-    def _flush(self) -> bool:
-        """Write finished attempts (one transaction for all that are ready)."""
+    def _cycle(self, polling: bool) -> bool:
+        """One turn: plan a batch if asked, then write finished attempts and claim new runs
+        in one transaction (one commit per turn, whatever the batch sizes)."""
         while True:
             try:
                 self._pending.append(self._done.get_nowait())
             except stdqueue.Empty:
                 break
-        if not self._pending:
-            return False
+        progressed = False
+        if not self._stopping.is_set() and (self._plan_hint or polling):
+            self._plan_hint = False
+            progressed = self._plan()
         batch = self._pending
-        result = self._write(lambda s: queue.apply(s, batch, now=utcnow()))
+        with self._lock:
+            finishing = sum(1 for o in batch if o.run_id in self._inflight)
+            want = self.concurrency - len(self._inflight) + finishing
+        claiming = not self._stopping.is_set() and want > 0 and (self._claim_hint or polling)
+        if not batch and not claiming:
+            return progressed
+        self._claim_hint = False
+        now = utcnow()
+        began = time.perf_counter()
+
+        def work(session: Session) -> tuple[queue.Applied | None, list[queue.Claimed]]:
+            applied = queue.apply(session, batch, now=now) if batch else None
+            claimed = (
+                queue.claim(
+                    session,
+                    owner=self.owner,
+                    want=want,
+                    caps=self.caps,
+                    lease_seconds=self.settings.lease_seconds,
+                    now=now,
+                )
+                if claiming
+                else []
+            )
+            return applied, claimed
+
+        applied, claimed = self._write(work)
+        self.stats.cycles += 1
+        self.stats.cycle_seconds += time.perf_counter() - began
         self._pending = []
+        if applied is not None:
+            self._applied(batch, applied)
+        if claimed:
+            self._start(claimed, now)
+            # A full batch means more may be waiting.
+            self._claim_hint = len(claimed) >= want
+        return progressed or bool(batch) or bool(claimed)
+
+    def _applied(self, batch: list[queue.Outcome], result: queue.Applied) -> None:
         for outcome in batch:
             kind = outcome.result
             if outcome.run_id in result.lost:
@@ -238,8 +277,6 @@ class Engine:
                     del self._inflight[outcome.run_id]
         for backfill_id, status in result.finished_backfills:
             log.info("backfill %d %s", backfill_id, status)
-        self._hint = True
-        return True
 
     def _plan(self) -> bool:
         planned = self._write(
@@ -253,35 +290,12 @@ class Engine:
         if planned is None:
             return False
         self.stats.planned += planned.created
-        self._hint = True
+        # More of this backfill (or another) may wait to be planned; a finished plan can run.
+        self._plan_hint = True
+        self._claim_hint = self._claim_hint or planned.scheduled
         return True
 
-    def _free_slots(self) -> int:
-        with self._lock:
-            busy = sum(
-                1
-                for f in self._inflight.values()
-                if not (f.future is not None and f.future.done() and f.abandoned)
-            )
-        return self.concurrency - busy
-
-    def _claim(self) -> bool:
-        want = self._free_slots()
-        if want <= 0:
-            return False
-        now = utcnow()
-        claimed = self._write(
-            lambda s: queue.claim(
-                s,
-                owner=self.owner,
-                want=want,
-                caps=self.caps,
-                lease_seconds=self.settings.lease_seconds,
-                now=now,
-            )
-        )
-        if not claimed:
-            return False
+    def _start(self, claimed: list[queue.Claimed], now: datetime) -> None:
         if self.stats.first_claim_at is None:
             self.stats.first_claim_at = now
         self.stats.claimed += len(claimed)
@@ -299,10 +313,6 @@ class Engine:
             with self._lock:
                 self._inflight[run.run_id] = item
             item.future = self._pool.submit(self._execute, item)
-        # A full batch means more may be waiting.
-        if len(claimed) == want:
-            self._hint = True
-        return True
 
     # -- executing -----------------------------------------------------------------------
 

@@ -55,18 +55,6 @@ def upgrade() -> None:
             name=op.f("fk_transfer_runs_backfill_id_backfills"),
             ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(
-            ["team_id"],
-            ["teams.id"],
-            name=op.f("fk_transfer_runs_team_id_teams"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["transfer_id"],
-            ["transfers.id"],
-            name=op.f("fk_transfer_runs_transfer_id_transfers"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_transfer_runs")),
     )
     with op.batch_alter_table("transfer_runs", schema=None) as batch_op:
