@@ -49,12 +49,6 @@ def upgrade() -> None:
         sa.Column("message", sa.Text(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("history", sa.Text(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["backfill_id"],
-            ["backfills.id"],
-            name=op.f("fk_transfer_runs_backfill_id_backfills"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_transfer_runs")),
     )
     with op.batch_alter_table("transfer_runs", schema=None) as batch_op:
