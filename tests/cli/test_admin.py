@@ -127,3 +127,36 @@ def test_scopes_can_be_repeated_or_comma_separated(env: dict[str, str]) -> None:
         "--scope", "dwh_transfers_read,dwh_transfers_write",
     )  # fmt: skip
     assert key["scopes"] == ["dwh_transfers_read", "dwh_transfers_write"]
+
+
+def test_transfer_kind_config_and_parallelism(env: dict[str, str]) -> None:
+    team = admin_json(env, "team", "create", "--name", "T")["team_id"]
+    created = admin_json(
+        env, "transfer", "create", "--team", str(team), "--name", "slow", "--kind", "fault",
+        "--config", '{"latency_ms": 250, "failure_rate": 0.1}', "--max-parallel-runs", "4",
+    )  # fmt: skip
+    assert created["kind"] == "fault" and created["max_parallel_runs"] == 4
+    assert created["config"] == {"latency_ms": 250, "failure_rate": 0.1}
+    updated = admin_json(
+        env, "transfer", "update", str(created["transfer_id"]), "--max-parallel-runs", "16"
+    )
+    assert updated["max_parallel_runs"] == 16 and updated["kind"] == "fault"
+    bad_field = opendts(
+        env, "admin", "transfer", "create", "--team", str(team), "--name", "x",
+        "--kind", "fault", "--config", '{"latency_ms": -5}', "--json", check=False,
+    )  # fmt: skip
+    error = json.loads(bad_field.stdout)["error"]
+    assert bad_field.returncode == 1
+    assert error["code"] == "INVALID_TRANSFER_CONFIG" and "latency_ms" in error["description"]
+    unknown_kind = opendts(
+        env, "admin", "transfer", "create", "--team", str(team), "--name", "x", "--kind", "s3",
+        check=False,
+    )  # fmt: skip
+    assert unknown_kind.returncode == 1
+    assert "UNKNOWN_TRANSFER_KIND" in unknown_kind.stderr and "noop" in unknown_kind.stderr
+    not_json = opendts(
+        env, "admin", "transfer", "update", str(created["transfer_id"]), "--config", "{",
+        check=False,
+    )  # fmt: skip
+    assert not_json.returncode == 1 and "not valid JSON" in not_json.stderr
+    assert "Traceback" not in unknown_kind.stderr + not_json.stderr + bad_field.stderr

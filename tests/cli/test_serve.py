@@ -71,3 +71,51 @@ def test_first_start_creates_demo_and_prints_a_working_key(tmp_path: Path) -> No
     finally:
         output = stop(process)
     assert "odts_" not in output
+
+
+def test_no_workers_serves_the_api_and_leaves_backfills_to_worker_processes(
+    tmp_path: Path,
+) -> None:
+    env = server_env(tmp_path / "data", OPENDTS_POLL_SECONDS="0.1")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "opendts", "serve", "--port", str(port), "--no-workers"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_ready(base)
+        output_key, said_no_workers = None, False
+        deadline = time.monotonic() + 10
+        while not (output_key and said_no_workers) and time.monotonic() < deadline:
+            line = process.stdout.readline() if process.stdout else ""
+            match = re.search(r"odts_[A-Za-z0-9]{12}_[A-Za-z0-9_-]{43}", line)
+            output_key = match.group(0) if match else output_key
+            said_no_workers = said_no_workers or "--no-workers" in line
+        assert output_key and said_no_workers
+        headers = {"Authorization": f"Bearer {output_key}"}
+        created = httpx.post(
+            f"{base}/v1/teams/1/transfers/1/backfills", headers=headers,
+            json={"range_start": "2024-01-01", "range_end": "2024-01-03"},
+        )  # fmt: skip
+        backfill = created.json()["data"]["transfer_backfill_id"]
+        time.sleep(1.0)
+        body = httpx.get(f"{base}/v1/teams/1/backfills/{backfill}", headers=headers).json()
+        assert body["data"]["status"] == "CREATED"  # nobody plans or runs it
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "opendts", "worker", "--concurrency", "2"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                body = httpx.get(f"{base}/v1/teams/1/backfills/{backfill}", headers=headers).json()
+                if body["data"]["status"] == "COMPLETED":
+                    break
+                time.sleep(0.1)
+            assert body["data"]["status"] == "COMPLETED"
+        finally:
+            worker.terminate()
+            assert worker.wait(timeout=30) == 0
+    finally:
+        stop(process)
