@@ -75,3 +75,20 @@ def test_deleting_a_transfer_cancels_its_unfinished_backfills(
         snap = final(db, backfill.id)
     assert snap.status == "CANCELLED" and snap.counters_true
     assert snap.runs_queued == 0 and snap.runs_cancelled > 0
+
+
+def test_a_finished_run_is_followed_at_once_not_at_the_next_poll(
+    db: Database, settings: Settings, account: Account
+) -> None:
+    transfer = make_transfer(db, account.team_id, kind="fault", parallel=2, latency_ms=10)
+    with running_engine(db, settings, poll_seconds=30, worker_concurrency=8) as engine:
+        backfill = make_backfill(
+            db, account, date(2024, 1, 1), date(2024, 1, 20), transfer_id=transfer
+        )
+        engine.wake()  # what the API does after a create
+        started = time.monotonic()
+        snap = final(db, backfill.id, timeout=20)
+        took = time.monotonic() - started
+    assert snap.status == "COMPLETED"
+    # 20 dates, two at a time, 10 ms each: well under a second unless slots wait for a poll.
+    assert took < 3, took

@@ -216,10 +216,14 @@ class Engine:
             self._plan_hint = False
             progressed = self._plan()
         batch = self._pending
+        if progressed and not batch:
+            return True  # keep planning first: a backfill's runs are claimable once all exist
         with self._lock:
             finishing = sum(1 for o in batch if o.run_id in self._inflight)
             want = self.concurrency - len(self._inflight) + finishing
-        claiming = not self._stopping.is_set() and want > 0 and (self._claim_hint or polling)
+        # Finished attempts free capacity (this process's, the transfer's, the team's): refill.
+        wanted = self._claim_hint or polling or bool(batch)
+        claiming = not self._stopping.is_set() and want > 0 and wanted
         if not batch and not claiming:
             return progressed
         self._claim_hint = False
