@@ -89,6 +89,25 @@ def pg_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def wait_listening(url: str, count: int) -> None:
+    """Until ``count`` workers hold a LISTEN connection: started, migrated, waiting for work."""
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    name = url.rsplit("/", 1)[1]
+    deadline = time.monotonic() + 60
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            listening = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = %s AND query LIKE 'LISTEN%%'",
+                (name,),
+            ).fetchone()
+            if listening and listening[0] >= count:
+                time.sleep(0.2)
+                return
+            time.sleep(0.05)
+    raise SystemExit(f"{count} workers did not start listening within 60 s")
+
+
 @dataclass
 class EngineResult:
     label: str
@@ -168,7 +187,10 @@ def engine_round(
             )
             worker_procs.append(proc)
             stack.callback(lambda p=proc: (p.terminate(), p.wait(timeout=60)))
-        time.sleep(1.5)  # workers connected and listening
+        if url:
+            wait_listening(url, len(worker_procs))
+        else:
+            time.sleep(1.0)  # the in-process engine starts with the server
         rss: dict[str, float] = {}
         first = date(2000, 1, 1)
         last = first + timedelta(days=days - 1)
