@@ -183,7 +183,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="opendts-bench-"))
     with database(options.backend, work) as url:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENDTS_")}
-        env |= {"OPENDTS_DATA_DIR": str(work), "OPENDTS_RATE_LIMIT_PER_HOUR": "10000"}
+        # The API alone: the seeded backfills are fixtures for listing, not work for an engine.
+        env |= {
+            "OPENDTS_DATA_DIR": str(work),
+            "OPENDTS_RATE_LIMIT_PER_HOUR": "10000",
+            "OPENDTS_WORKERS": "false",
+        }
         if url:
             env["OPENDTS_DATABASE_URL"] = url
             opendts(env, "migrate")
