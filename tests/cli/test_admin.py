@@ -160,3 +160,10 @@ def test_transfer_kind_config_and_parallelism(env: dict[str, str]) -> None:
     )  # fmt: skip
     assert not_json.returncode == 1 and "not valid JSON" in not_json.stderr
     assert "Traceback" not in unknown_kind.stderr + not_json.stderr + bad_field.stderr
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable(env: dict[str, str]) -> None:
+    result = opendts({**env, "OPENDTS_LEASE_SECONDS": "-1"}, "worker", check=False)
+    assert result.returncode == 1
+    assert "INVALID_SETTING" in result.stderr and "OPENDTS_LEASE_SECONDS" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
@@ -20,7 +21,15 @@ from opendts.settings import Settings
 def settings_from(ctx: typer.Context) -> Settings:
     """Settings built from the environment, overridden by the root command's flags."""
     overrides: dict[str, Any] = (ctx.find_root().obj or {}).copy()
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"OPENDTS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']} "
+            f"(got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        fail("INVALID_SETTING", f"{problems}. Fix the environment variable or flag.", as_json=False)
 
 
 def connect(settings: Settings) -> Database:
