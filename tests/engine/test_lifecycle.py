@@ -238,3 +238,92 @@ def test_the_planner_creates_runs_in_batches_and_schedules_when_all_exist(
             .all()
         )
     assert [str(d) for d in first_ids] == ["2024-01-31", "2024-01-30", "2024-01-29"]
+
+
+def test_cancel_while_planning_stops_the_planner_and_cancels_what_exists(
+    db: Database, account: Account, client: TestClient
+) -> None:
+    from opendts.engine import queue
+    from opendts.kit.clock import utcnow
+
+    backfill = make_backfill(db, account, date(2020, 1, 1), JAN_31)
+    with db.session(write=True) as session:
+        queue.plan_step(session, batch_size=100, max_attempts=3, now=utcnow())
+    assert snapshot(db, backfill.id).created == 100
+    response = client.patch(
+        f"/v1/teams/{account.team_id}/backfills/{backfill.id}",
+        headers=account.headers,
+        json={"status": "CANCELLED"},
+    )
+    assert response.status_code == 200
+    with db.session(write=True) as session:
+        assert queue.plan_step(session, batch_size=100, max_attempts=3, now=utcnow()) is None
+    snap = snapshot(db, backfill.id)
+    assert snap.status == "CANCELLED" and snap.counters_true
+    assert (snap.created, snap.runs_cancelled, snap.runs_queued) == (100, 100, 0)
+    body = response.json()["data"]
+    assert body["transfer_runs_created"] == 100 and body["transfer_runs_total"] == 1492
+
+
+def test_two_engines_and_cancels_racing_keep_every_counter_true(
+    db: Database, settings: Settings, account: Account
+) -> None:
+    from opendts.backfills import service as backfills
+
+    ids = []
+    for month in range(1, 7):
+        transfer = make_transfer(
+            db,
+            account.team_id,
+            kind="fault",
+            parallel=4,
+            latency_ms=5,
+            failure_rate=0.1,
+            failure="terminal",
+            seed=month,
+        )
+        first = date(2023, month, 1)
+        ids.append(
+            make_backfill(db, account, first, date(2023, month, 28), transfer_id=transfer).id
+        )
+    wrong: list[object] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for backfill_id in ids:
+                snap = snapshot(db, backfill_id)
+                if not snap.counters_true:
+                    wrong.append((backfill_id, snap))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with (
+            running_engine(db, settings, run_max_attempts=1) as one,
+            running_engine(db, settings, run_max_attempts=1) as two,
+        ):
+            assert one.owner != two.owner
+            for backfill_id in ids[::2]:
+                wait_for(lambda b=backfill_id: snapshot(db, b).completed >= 3, what="progress")
+                with db.session(write=True) as session:
+                    backfills.cancel(
+                        session,
+                        team_id=account.team_id,
+                        backfill_id=backfill_id,
+                        user_id=account.user_id,
+                    )
+            ends = [final(db, backfill_id) for backfill_id in ids]
+            shared = one.stats.claimed > 0 and two.stats.claimed > 0
+    finally:
+        stop.set()
+        watcher.join()
+    assert not wrong, wrong[:3]
+    assert shared, "both engines should have taken work"
+    for backfill_id, snap in zip(ids, ends, strict=True):
+        assert snap.counters_true and snap.runs_running == 0 and snap.runs_queued == 0
+        if backfill_id in ids[::2]:
+            assert snap.status == "CANCELLED"
+        else:
+            assert snap.status in ("COMPLETED", "FAILED")
+            assert snap.completed + snap.failed == 28
