@@ -36,6 +36,11 @@ def first_start_banner(account: DemoAccount, base: str) -> str:
         -d '{{"range_start": "2024-01-01", "range_end": "2024-01-31"}}'
       curl -s {base}/v1/teams/{team}/backfills -H "Authorization: Bearer {key}"
 
+  This server also runs the backfills (one run per date). Follow the runs:
+
+      curl -s -G {base}/v1/teams/{team}/transfers/{transfer}/runs \\
+        -d start_date=2024-01-01 -d end_date=2024-01-31 -H "Authorization: Bearer {key}"
+
   Or from Python with the official client (pip install supermetrics):
 
       from datetime import date
