@@ -2,7 +2,7 @@
 VENV := .venv/bin
 
 help: ## List the everyday commands
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 install: ## Create .venv and install opendts with test extras
 	python3 -m venv .venv && $(VENV)/pip install -q -e '.[test]'
@@ -18,3 +18,9 @@ fmt: ## Format and auto-fix
 
 bench: ## API benchmark (prints ratios against a bare endpoint)
 	$(VENV)/python bench/api.py
+
+bench-engine: ## Engine benchmark: 3,650-day backfill next to a bare SQL loop
+	$(VENV)/python bench/engine.py --parallel 256 --concurrency 64 --rounds 3
+
+worker: ## Run a worker (set OPENDTS_DATABASE_URL to PostgreSQL)
+	$(VENV)/opendts worker
