@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from secrets import token_hex
 from typing import Any, TypeVar
@@ -78,7 +78,6 @@ class EngineStats:
     cycles: int = 0
     cycle_seconds: float = 0.0
     first_claim_at: datetime | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Engine:
@@ -176,15 +175,18 @@ class Engine:
                 if self._stopping.is_set() and not self._pending and self._drained():
                     break
                 failures = 0
-            except SQLAlchemyError as exc:
+            except Exception as exc:
                 failures += 1
                 self.stats.db_errors += 1
                 delay = min(5.0, 0.1 * 2**failures)
-                log.warning(
-                    "engine: database unavailable (%s); retrying in %.1fs",
-                    exc.__class__.__name__,
-                    delay,
-                )
+                if isinstance(exc, SQLAlchemyError):
+                    log.warning(
+                        "engine: database unavailable (%s); retrying in %.1fs",
+                        exc.__class__.__name__,
+                        delay,
+                    )
+                else:
+                    log.exception("engine: unexpected error; retrying in %.1fs", delay)
                 self._event.wait(delay)
                 self._event.clear()
                 self._plan_hint = self._claim_hint = True
@@ -475,6 +477,8 @@ class Engine:
             except SQLAlchemyError as exc:
                 self.stats.db_errors += 1
                 log.warning("housekeeping: database unavailable (%s)", exc.__class__.__name__)
+            except Exception:
+                log.exception("housekeeping: unexpected error")
 
     def _heartbeat(self) -> None:
         with self._lock:
