@@ -16,7 +16,7 @@ from opendts.kit.db import Database
 from opendts.kit.errors import Unprocessable
 from tests import databases
 from tests.factories import make_account
-from tests.live import live_server
+from tests.live import LiveServer, live_server
 
 CALLERS = 20
 
@@ -35,12 +35,21 @@ def test_twenty_simultaneous_http_creates_one_wins(backend: str, tmp_path: Path)
     if backend == "postgresql":
         databases.require_pg()
         with databases.pg_database() as url, live_server(tmp_path, url) as server:
-            outcomes = race(server.base_url, server.team_id, server.transfer_id, server.api_key)
+            outcomes = race(server.base_url, server.team_id, slow_transfer(server), server.api_key)
             check_one_winner(server.base_url, server.team_id, server.api_key, outcomes)
     else:
         with live_server(tmp_path) as server:
-            outcomes = race(server.base_url, server.team_id, server.transfer_id, server.api_key)
+            outcomes = race(server.base_url, server.team_id, slow_transfer(server), server.api_key)
             check_one_winner(server.base_url, server.team_id, server.api_key, outcomes)
+
+
+def slow_transfer(server: LiveServer) -> int:
+    """A transfer whose runs take a minute: the winner stays incomplete while we look."""
+    created = server.admin(
+        "transfer", "create", "--team", str(server.team_id), "--name", "slow",
+        "--kind", "fault", "--config", '{"latency_ms": 60000}',
+    )  # fmt: skip
+    return int(created["transfer_id"])  # type: ignore[call-overload]
 
 
 def race(base: str, team: int, transfer: int, key: str) -> list[tuple[int, str]]:
