@@ -206,3 +206,30 @@ def test_sigterm_stops_claiming_finishes_or_releases_and_exits_0(
         assert all("Released" in rows[i]["message"] for i in in_flight)
         assert snap.completed == 0 and snap.runs_queued == 10
     assert snap.status == "RUNNING"
+
+
+def test_a_second_sigterm_stops_a_draining_worker_at_once_and_its_runs_come_back(
+    db: Database, database_url: str, tmp_path: Path, account: Account
+) -> None:
+    transfer = make_transfer(db, account.team_id, kind="fault", parallel=2, latency_ms=60_000)
+    backfill = make_backfill(db, account, date(2024, 1, 1), date(2024, 1, 2), transfer_id=transfer)
+    with workers(tmp_path, database_url, OPENDTS_SHUTDOWN_GRACE_SECONDS="60") as group:
+        first = group.start(concurrency=2)
+        wait_for(lambda: snapshot(db, backfill.id).runs_running == 2, what="two runs in flight")
+        first.send_signal(signal.SIGTERM)
+        wait_for(lambda: "stopping" in group.log(0), what="the worker to start draining")
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=5) == -signal.SIGTERM
+        # Its runs were left RUNNING; another worker re-claims them once the lease expires.
+        make_transfer_fast(db, transfer)
+        group.start(concurrency=2)
+        snap = final(db, backfill.id, timeout=30)
+    assert snap.status == "COMPLETED" and snap.completed == 2 and snap.counters_true
+
+
+def make_transfer_fast(db: Database, transfer_id: int) -> None:
+    with db.session(write=True) as session:
+        session.execute(
+            text("UPDATE transfers SET config = :config WHERE id = :id"),
+            {"config": '{"latency_ms": 10}', "id": transfer_id},
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -92,3 +93,24 @@ def admin_session(ctx: typer.Context, *, as_json: bool) -> Iterator[Any]:
         fail(exc.code, exc.description or exc.message, as_json=as_json)
     finally:
         db.dispose()
+
+
+#: The signals that stop ``serve`` and ``worker``.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+@contextmanager
+def stop_signals_for_main_thread() -> Iterator[None]:
+    """Start threads inside this block so that SIGTERM/SIGINT reach the main thread.
+
+    The kernel hands a process-wide signal to any thread that does not block it, and
+    Python runs the handler only when the main thread next executes bytecode: a signal
+    caught by an engine thread would wait for the main thread's next wake-up. Threads
+    inherit their creator's mask, so threads started here (and the threads they start)
+    block these signals for good, and the kernel delivers them to the main thread.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

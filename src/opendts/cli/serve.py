@@ -11,7 +11,7 @@ import uvicorn
 
 from opendts import __version__
 from opendts.api.app import create_app
-from opendts.cli.runtime import fail, open_database
+from opendts.cli.runtime import fail, open_database, stop_signals_for_main_thread
 from opendts.kit.db import is_sqlite
 from opendts.settings import Settings
 from opendts.teams import service as teams
@@ -87,7 +87,8 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         from opendts.engine.engine import Engine
 
         engine = Engine(db, settings)
-        engine.start()
+        with stop_signals_for_main_thread():
+            engine.start()
     else:
         typer.echo("workers off (--no-workers): backfills wait for `opendts worker` processes")
     app = create_app(settings, db, wake=engine.wake if engine is not None else None)

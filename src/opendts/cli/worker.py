@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
-from types import FrameType
 
 import typer
 
 from opendts import __version__
-from opendts.cli.runtime import open_database, safe_url
+from opendts.cli.runtime import STOP_SIGNALS, open_database, safe_url
 from opendts.engine.engine import Engine
 from opendts.kit.db import is_sqlite
 from opendts.settings import Settings
@@ -18,6 +16,10 @@ from opendts.settings import Settings
 
 def run_worker(settings: Settings, *, log_level: str = "info") -> None:
     """Execute runs from the queue; on SIGTERM stop claiming, finish or release, exit 0."""
+    # Signals are taken synchronously (sigwait), not by a handler: blocked in this thread
+    # before any other thread exists, so every thread inherits the mask and the kernel
+    # keeps SIGTERM/SIGINT pending until the main thread takes them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     db = open_database(settings)
@@ -27,13 +29,6 @@ def run_worker(settings: Settings, *, log_level: str = "info") -> None:
             f"{settings.poll_seconds:g}s. Use PostgreSQL to run workers at scale.",
             err=True,
         )
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     engine = Engine(db, settings)
     engine.start()
     typer.echo(
@@ -41,10 +36,14 @@ def run_worker(settings: Settings, *, log_level: str = "info") -> None:
         f"on {safe_url(db.url)}",
         err=True,
     )
-    while not stop.wait(3600):
-        pass
+    signal.sigwait(STOP_SIGNALS)
+    # A second signal stops the process at once (its runs come back when their leases expire).
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     typer.echo(
-        f"stopping: finishing runs in flight (up to {settings.shutdown_grace_seconds:g}s)",
+        f"stopping: finishing runs in flight (up to {settings.shutdown_grace_seconds:g}s; "
+        "signal again to stop at once)",
         err=True,
     )
     engine.stop()

@@ -59,6 +59,8 @@ class _InFlight:
     future: Future[None] | None = None
     #: Set once the engine stopped waiting for this attempt (timeout, lost lease, shutdown).
     abandoned: bool = False
+    #: Set once the attempt produced its outcome (written at the loop's next turn).
+    finished: bool = False
 
 
 @dataclass(slots=True)
@@ -365,6 +367,7 @@ class Engine:
             outcome = self._failure(run, exc, duration)
         if item.abandoned:
             return
+        item.finished = True
         self._done.put(outcome)
         self._event.set()
 
@@ -500,15 +503,23 @@ class Engine:
         )
         if not lost:
             return
+        abandoned = 0
         with self._lock:
             for run_id, attempt in lost:
                 item = self._inflight.get(run_id)
-                if item is not None and item.claimed.attempt == attempt:
-                    item.abandoned = True
-                    item.context.cancelled.set()
-                    del self._inflight[run_id]
-        self.stats.lost += len(lost)
-        log.warning("engine: lost the lease of %d runs; their results will be dropped", len(lost))
+                # A run that finished meanwhile was written by the loop (no longer RUNNING):
+                # not lost. Its outcome, if really fenced out, is counted lost by ``apply``.
+                if item is None or item.claimed.attempt != attempt or item.finished:
+                    continue
+                item.abandoned = True
+                item.context.cancelled.set()
+                del self._inflight[run_id]
+                abandoned += 1
+        if abandoned:
+            self.stats.lost += abandoned
+            log.warning(
+                "engine: lost the lease of %d runs; their results will be dropped", abandoned
+            )
 
     def _listen(self) -> None:
         """PostgreSQL LISTEN: a hint to look now; polling stays the fallback."""
