@@ -1,0 +1,206 @@
+"""The data plane's two interfaces: a source reads one date, a destination replaces it.
+
+A source yields ``pyarrow.RecordBatch``es for one date. The loader (``connectors.load``)
+gathers them into one Arrow table (one day of data fits in memory), adds or checks the
+date column, and hands the table to a destination, which writes it in one transaction
+according to the refresh mode. Rows stay in Arrow end to end.
+
+Connector settings are pydantic models (``extra="forbid"``): a bad config is rejected
+when a transfer or destination is created, with the field named. Fields typed
+``SecretStr`` are credentials: stored encrypted, never returned by the API, never logged.
+
+Failures are ``TransientRunError`` (retried: timeouts, 5xx, 429, a locked file) or
+``TerminalRunError`` (not retried: bad credentials, a 4xx, a type conflict), both from
+``opendts.engine.errors``; anything else is classified by its exception class.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+
+from opendts.engine.errors import TerminalRunError
+
+
+class ConnectorSettings(BaseModel):
+    """Base of every connector's settings: unknown keys are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfigError(ValueError):
+    """A connector config that cannot work; ``problems`` are ``(field, message)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{name}: {message}" for name, message in problems))
+
+
+def parse_settings(model: type[ConnectorSettings], config: dict[str, Any]) -> Any:
+    """``config`` validated by ``model``; ``ConfigError`` naming each bad field otherwise."""
+    if not isinstance(config, dict):
+        raise ConfigError([("config", "must be a JSON object")])
+    try:
+        return model.model_validate(config)
+    except ValidationError as exc:
+        problems = [
+            (".".join(str(p) for p in err["loc"]) or "config", _message(err))
+            for err in exc.errors()
+        ]
+        raise ConfigError(problems) from None
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    if err["type"] == "missing":
+        return "required"
+    return str(err["msg"])
+
+
+def secret_fields(model: type[BaseModel]) -> frozenset[str]:
+    """Names of the fields of ``model`` that hold credentials (typed ``SecretStr``)."""
+    names = set()
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if annotation is SecretStr or (
+            getattr(annotation, "__args__", None) and SecretStr in annotation.__args__  # type: ignore[union-attr]
+        ):
+            names.add(name)
+    return frozenset(names)
+
+
+def reveal(settings: BaseModel) -> dict[str, Any]:
+    """A settings object as plain JSON values, secrets included (for storage, encrypted)."""
+    out: dict[str, Any] = {}
+    for name, value in settings.model_dump(mode="python").items():
+        if isinstance(value, SecretStr):
+            out[name] = value.get_secret_value()
+        else:
+            out[name] = value
+    revealed: dict[str, Any] = _jsonable(out)
+    return revealed
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
+
+
+class RefreshMode(StrEnum):
+    """How a destination writes a date's rows."""
+
+    #: Delete the date's rows, insert the new ones, in one transaction (idempotent).
+    REPLACE = "replace"
+    #: Insert only (an event log; re-running a date adds its rows again).
+    APPEND = "append"
+    #: Replace the whole table with the date's rows (a snapshot source).
+    OVERWRITE = "overwrite"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    """What a source is asked for."""
+
+    data_date: date
+    #: The transfer's accounts (``TransferAccount.account_id``); a source may ignore them.
+    accounts: tuple[str, ...] = ()
+    attempt: int = 1
+    #: Set when the run must stop (timeout, shutdown): long reads should check it.
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """What a destination is asked to do with one date's rows."""
+
+    table: str
+    data_date: date
+    #: The column that holds the date (present in every row written, of Arrow type date32).
+    date_column: str = "date"
+    mode: RefreshMode = RefreshMode.REPLACE
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class Source(Protocol):
+    """Reads one date. ``Settings`` validates the config; ``read`` yields record batches."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    Settings: ClassVar[type[ConnectorSettings]]
+
+    def read(self, settings: Any, request: ReadRequest) -> Iterator[pa.RecordBatch]:
+        """The date's rows, in batches (an empty day yields nothing)."""
+        ...
+
+
+class Destination(Protocol):
+    """Writes one date's rows into a table, atomically, per the refresh mode."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    Settings: ClassVar[type[ConnectorSettings]]
+
+    def write(self, settings: Any, request: WriteRequest, data: pa.Table) -> int:
+        """Write ``data`` (already carrying the date column); returns the rows written.
+
+        Creates the table on first load and adds new columns; raises ``TerminalRunError``
+        naming the column on a type conflict, ``TransientRunError`` when the store is busy.
+        """
+        ...
+
+    def test_connection(self, settings: Any) -> None:
+        """Raise ``TerminalRunError`` or ``TransientRunError`` saying what is wrong."""
+        ...
+
+    def read_table(self, settings: Any, table: str) -> pa.Table:
+        """Every row of ``table`` (tests, previews); an empty table if it does not exist."""
+        ...
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def check_identifier(value: str, what: str = "table") -> str:
+    """A table or column name every destination can quote safely."""
+    if not _IDENTIFIER.match(value):
+        raise ValueError(
+            f"{what} name {value!r} must start with a letter or _ and hold only letters, "
+            "digits and _ (at most 63 characters)"
+        )
+    return value
+
+
+def quote(identifier: str) -> str:
+    """An SQL identifier, double-quoted."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+class SchemaConflict(TerminalRunError):
+    """The table's column has a type the source's values cannot be stored in."""
+
+    def __init__(self, table: str, column: str, existing: str, incoming: str) -> None:
+        super().__init__(
+            f"Column {column!r} of table {table!r} is {existing}, but the source now sends "
+            f"{incoming} values. Change the column's type in the warehouse (or point the "
+            "transfer at a new table), then backfill again."
+        )
+        self.table = table
+        self.column = column
