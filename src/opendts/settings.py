@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     max_backfill_days: int = Field(default=3660, ge=1)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
 
+    secret_key: str | None = Field(
+        default=None,
+        description="Key that encrypts stored credentials (Fernet); generated into the data "
+        "folder if unset. Every process of one installation must use the same key.",
+    )
+
     # The engine (see opendts.engine).
     workers: bool = Field(default=True, description="Run the engine inside `opendts serve`.")
     worker_concurrency: int = Field(

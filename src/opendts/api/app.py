@@ -13,11 +13,14 @@ from opendts.api import errors
 from opendts.api.context import Runtime
 from opendts.api.middleware import EnvelopeMiddleware
 from opendts.backfills.endpoints import router as backfills_router
+from opendts.connectors import paths
+from opendts.destinations.endpoints import router as destinations_router
 from opendts.kit.db import Database
 from opendts.kit.envelope import json_response
 from opendts.kit.ratelimit import RateLimiter
 from opendts.runs.endpoints import router as runs_router
 from opendts.settings import Settings
+from opendts.transfers.endpoints import router as transfers_router
 
 
 def create_app(
@@ -28,6 +31,7 @@ def create_app(
     ``wake`` is called after a backfill is created: the in-process engine's wake-up.
     """
     database = db or Database(settings.resolved_database_url)
+    paths.set_data_dir(settings.data_dir)
     app = FastAPI(
         title="opendts",
         version=__version__,
@@ -46,6 +50,8 @@ def create_app(
     errors.install(app)
     app.include_router(backfills_router, prefix="/v1")
     app.include_router(runs_router, prefix="/v1")
+    app.include_router(transfers_router, prefix="/v1")
+    app.include_router(destinations_router, prefix="/v1")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz(request: Request) -> Response:

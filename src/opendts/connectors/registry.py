@@ -62,10 +62,15 @@ def _ensure_loaded() -> None:
     with _lock:
         if _loaded:
             return
-        for name, path in BUILTIN_SOURCES.items():
-            _sources.setdefault(name, _load_path(path))
-        for name, path in BUILTIN_DESTINATIONS.items():
-            _destinations.setdefault(name, _load_path(path))
+        for builtins, target in (
+            (BUILTIN_SOURCES, _sources),
+            (BUILTIN_DESTINATIONS, _destinations),
+        ):
+            for name, path in builtins.items():
+                try:
+                    target.setdefault(name, _load_path(path))
+                except ImportError:  # e.g. a driver missing on this machine
+                    log.exception("built-in connector %s failed to load", name)
         for group, target in ((SOURCE_GROUP, _sources), (DESTINATION_GROUP, _destinations)):
             for point in entry_points(group=group):
                 try:

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from opendts.engine import queue
 from opendts.engine.errors import TerminalRunError, classify
-from opendts.engine.kinds import RunContext, get_kind
+from opendts.engine.kinds import RunContext, RunKind, get_kind
 from opendts.kit.clock import utcnow
 from opendts.kit.db import Database
 from opendts.settings import Settings
@@ -63,6 +63,16 @@ class _InFlight:
     finished: bool = False
 
 
+def _process_kinds(db: Database, settings: Settings) -> dict[str, RunKind]:
+    """Run kinds bound to this engine's database and data folder (data transfers)."""
+    from opendts.connectors import paths
+    from opendts.connectors.load import LoadKind
+    from opendts.kit.secrets import box_for
+
+    paths.set_data_dir(settings.data_dir)
+    return {"load": LoadKind(db, lambda: box_for(settings.data_dir, settings.secret_key))}
+
+
 @dataclass(slots=True)
 class EngineStats:
     """Counters a process exposes (tests, benchmarks, metrics)."""
@@ -74,6 +84,7 @@ class EngineStats:
     lost: int = 0
     released: int = 0
     planned: int = 0
+    scheduled: int = 0
     reaped: int = 0
     db_errors: int = 0
     #: Queue transactions (finished attempts written and runs claimed), and time spent in them.
@@ -106,6 +117,7 @@ class Engine:
             max_workers=self.concurrency * 2, thread_name_prefix="opendts-run"
         )
         self._prepared: dict[tuple[str, str], Any] = {}
+        self._kinds = _process_kinds(db, settings)
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -216,6 +228,8 @@ class Engine:
             except stdqueue.Empty:
                 break
         progressed = False
+        if not self._stopping.is_set() and polling:
+            self._schedule()
         if not self._stopping.is_set() and (self._plan_hint or polling):
             self._plan_hint = False
             progressed = self._plan()
@@ -286,6 +300,17 @@ class Engine:
         for backfill_id, status in result.finished_backfills:
             log.info("backfill %d %s", backfill_id, status)
 
+    def _schedule(self) -> None:
+        """Queue the recurring refreshes that are due (a cheap indexed look when none is)."""
+        created = self._write(
+            lambda s: queue.schedule_recurring(
+                s, max_attempts=self.settings.run_max_attempts, now=utcnow()
+            )
+        )
+        if created:
+            self.stats.scheduled += created
+            self._claim_hint = True
+
     def _plan(self) -> bool:
         planned = self._write(
             lambda s: queue.plan_step(
@@ -327,7 +352,7 @@ class Engine:
     def _settings_for(self, kind_name: str, config: str) -> Any:
         key = (kind_name, config)
         if key not in self._prepared:
-            kind = get_kind(kind_name)
+            kind = self._kind(kind_name)
             try:
                 parsed = json.loads(config or "{}")
                 if not isinstance(parsed, dict):
@@ -343,11 +368,14 @@ class Engine:
             raise value
         return value
 
+    def _kind(self, name: str) -> RunKind:
+        return self._kinds.get(name) or get_kind(name)
+
     def _execute(self, item: _InFlight) -> None:
         run = item.claimed
         started = time.perf_counter()
         try:
-            kind = get_kind(run.kind)
+            kind = self._kind(run.kind)
             result = kind.execute(item.context, self._settings_for(run.kind, run.config))
             duration = time.perf_counter() - started
             message = result.message or f"Completed {run.data_date}."

@@ -42,7 +42,7 @@ from opendts.backfills.service import notify_workers
 from opendts.backfills.status import BackfillStatus
 from opendts.kit.clock import isoformat_z
 from opendts.kit.types import UtcDateTime
-from opendts.runs.models import RunStatus, TransferRun
+from opendts.runs.models import RECURRING_QUEUED_SQL, RunStatus, TransferRun
 from opendts.transfers.models import Transfer, TransferState
 
 runs = cast(Table, TransferRun.__table__)
@@ -223,6 +223,76 @@ def plan_step(
     return Planned(candidate.id, count, done)
 
 
+def schedule_recurring(session: Session, *, max_attempts: int, now: datetime) -> int:
+    """Queue the ``Recurring`` runs of every transfer whose schedule is due; returns how many.
+
+    Each due transfer is taken with ``FOR UPDATE SKIP LOCKED`` and its ``next_run_at`` moved in
+    the same transaction, so however many engines look, a schedule fires once. A date that
+    already has a queued refresh is not queued twice; a paused transfer skips its turn.
+    """
+    from opendts.transfers import schedule as schedules
+
+    due = session.execute(
+        select(
+            transfers.c.id,
+            transfers.c.team_id,
+            transfers.c.state,
+            transfers.c.schedule,
+            transfers.c.last_scheduled_at,
+            transfers.c.created_at,
+        )
+        .where(transfers.c.next_run_at <= now, transfers.c.deleted_at.is_(None))
+        .order_by(transfers.c.next_run_at)
+        .limit(100)
+        .with_for_update(skip_locked=True)
+    ).all()
+    created = 0
+    for row in due:
+        entries = schedules.entries_of(row.schedule)
+        since = row.last_scheduled_at or row.created_at
+        if row.state == TransferState.ACTIVE.value:
+            dates = schedules.due_dates(entries, since, now)
+            waiting = set(
+                session.execute(
+                    select(runs.c.data_date).where(
+                        text(RECURRING_QUEUED_SQL), runs.c.transfer_id == row.id
+                    )
+                ).scalars()
+            )
+            fresh = [d for d in dates if d not in waiting]
+            if fresh:
+                session.execute(
+                    runs.insert(),
+                    [
+                        {
+                            "team_id": row.team_id,
+                            "transfer_id": row.id,
+                            "backfill_id": None,
+                            "type": "Recurring",
+                            "data_date": day,
+                            "status": QUEUED,
+                            "attempt": 0,
+                            "max_attempts": max_attempts,
+                            "available_at": now,
+                            "created_time": now,
+                            "queued_time": now,
+                            "message": "Queued: scheduled refresh, waiting for a worker.",
+                            "history": "[]",
+                        }
+                        for day in fresh
+                    ],
+                )
+                created += len(fresh)
+        session.execute(
+            update(transfers)
+            .where(transfers.c.id == row.id)
+            .values(last_scheduled_at=now, next_run_at=schedules.next_run(entries, now))
+        )
+    if created:
+        notify_sql(session)
+    return created
+
+
 # -- claiming ----------------------------------------------------------------------------
 
 
@@ -251,6 +321,8 @@ class _Candidate:
     config: str
     backfill_ids: list[int]
     scheduled_ids: list[int]
+    #: The transfer has queued ``Recurring`` runs (claimed before its backfill runs).
+    recurring: bool = False
 
 
 def _candidates(session: Session) -> list[_Candidate]:
@@ -285,7 +357,94 @@ def _candidates(session: Session) -> list[_Candidate]:
         candidate.backfill_ids.append(backfill_id)
         if status == BackfillStatus.SCHEDULED.value:
             candidate.scheduled_ids.append(backfill_id)
+    recurring = session.execute(
+        select(
+            transfers.c.id,
+            transfers.c.team_id,
+            transfers.c.max_parallel_runs,
+            transfers.c.kind,
+            transfers.c.config,
+        ).where(
+            transfers.c.id.in_(
+                select(runs.c.transfer_id).where(text(RECURRING_QUEUED_SQL)).distinct()
+            ),
+            transfers.c.state == TransferState.ACTIVE.value,
+            transfers.c.deleted_at.is_(None),
+        )
+    )
+    for transfer_id, team_id, max_parallel, kind, config in recurring:
+        candidate = found.get(transfer_id)
+        if candidate is None:
+            candidate = found[transfer_id] = _Candidate(
+                transfer_id, team_id, max_parallel, kind, config, [], []
+            )
+        candidate.recurring = True
     return list(found.values())
+
+
+def _lease(
+    session: Session,
+    c: _Candidate,
+    backfill_ids: list[int] | None,
+    limit: int,
+    owner: str,
+    lease_until: datetime,
+    now: datetime,
+) -> list[Any]:
+    """Lease up to ``limit`` of the transfer's newest claimable runs in one statement.
+
+    ``backfill_ids`` None means its queued ``Recurring`` runs. A date with a run already
+    executing (a refresh and a backfill of the same day, or a cancelled backfill's last run)
+    waits: one date is never written by two runs at once.
+    """
+    other = runs.alias("other")
+    busy_date = (
+        select(other.c.id)
+        .where(
+            other.c.transfer_id == runs.c.transfer_id,
+            other.c.data_date == runs.c.data_date,
+            _status_is(other.c.status, RUNNING),
+        )
+        .exists()
+    )
+    which = (
+        text(RECURRING_QUEUED_SQL)
+        if backfill_ids is None
+        # "+ 0": filter, never index, on the backfill; the queued-runs index (transfer,
+        # date) already yields rows in claim order.
+        else (runs.c.backfill_id + 0).in_(backfill_ids)
+    )
+    chosen = (
+        select(runs.c.id)
+        .where(
+            runs.c.transfer_id == c.transfer_id,
+            _status_is(runs.c.status, QUEUED),
+            runs.c.available_at <= now,
+            which,
+            ~busy_date,
+        )
+        .order_by(runs.c.data_date.desc(), runs.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return list(
+        session.execute(
+            update(runs)
+            .where(runs.c.id.in_(chosen))
+            .values(
+                status=RUNNING,
+                attempt=runs.c.attempt + 1,
+                lease_owner=owner,
+                lease_expires_at=lease_until,
+                started_time=now,
+                message="Running.",
+            )
+            .returning(
+                runs.c.id, runs.c.backfill_id, runs.c.data_date, runs.c.attempt, runs.c.max_attempts
+            )
+        ).all()
+    )
 
 
 def claim(
@@ -309,7 +468,11 @@ def claim(
     by_transfer, by_team, total = _running_counts(session)
     # Fairness: the team with the fewest runs in flight goes first, then the oldest backfill.
     candidates.sort(
-        key=lambda c: (by_team[c.team_id], by_transfer[c.transfer_id], c.backfill_ids[0])
+        key=lambda c: (
+            by_team[c.team_id],
+            by_transfer[c.transfer_id],
+            c.backfill_ids[0] if c.backfill_ids else 0,
+        )
     )
     lease_until = now + timedelta(seconds=lease_seconds)
     claimed: list[Claimed] = []
@@ -325,47 +488,24 @@ def claim(
             if caps.total - total <= 0 or want - len(claimed) <= 0:
                 break
             continue
-        if c.scheduled_ids and postgres:
-            # A cancel holds the backfill before its runs; so must we (see the module doc).
-            locked = session.execute(
-                select(backfills.c.id)
-                .where(backfills.c.id.in_(c.scheduled_ids))
-                .where(_status_is(backfills.c.status, BackfillStatus.SCHEDULED.value))
-                .order_by(backfills.c.id)
-                .with_for_update()
-            ).scalars()
-            c.scheduled_ids = list(locked)
-        # One statement picks the newest claimable dates and leases them.
-        chosen = (
-            select(runs.c.id)
-            .where(
-                runs.c.transfer_id == c.transfer_id,
-                _status_is(runs.c.status, QUEUED),
-                runs.c.available_at <= now,
-                # "+ 0": filter, never index, on the backfill; the queued-runs index (transfer,
-                # date) already yields rows in claim order.
-                (runs.c.backfill_id + 0).in_(c.backfill_ids),
+        picked = []
+        if c.recurring:
+            # Scheduled refreshes go first: they keep recent data fresh while backfills wait.
+            picked += _lease(session, c, None, free, owner, lease_until, now)
+        if c.backfill_ids and free - len(picked) > 0:
+            if c.scheduled_ids and postgres:
+                # A cancel holds the backfill before its runs; so must we (see the module doc).
+                locked = session.execute(
+                    select(backfills.c.id)
+                    .where(backfills.c.id.in_(c.scheduled_ids))
+                    .where(_status_is(backfills.c.status, BackfillStatus.SCHEDULED.value))
+                    .order_by(backfills.c.id)
+                    .with_for_update()
+                ).scalars()
+                c.scheduled_ids = list(locked)
+            picked += _lease(
+                session, c, c.backfill_ids, free - len(picked), owner, lease_until, now
             )
-            .order_by(runs.c.data_date.desc(), runs.c.id)
-            .limit(free)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        picked = session.execute(
-            update(runs)
-            .where(runs.c.id.in_(chosen))
-            .values(
-                status=RUNNING,
-                attempt=runs.c.attempt + 1,
-                lease_owner=owner,
-                lease_expires_at=lease_until,
-                started_time=now,
-                message="Running.",
-            )
-            .returning(
-                runs.c.id, runs.c.backfill_id, runs.c.data_date, runs.c.attempt, runs.c.max_attempts
-            )
-        ).all()
         if not picked:
             continue
         picked = sorted(picked, key=lambda row: (row.data_date, -row.id), reverse=True)

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from opendts.auth import models as auth_models
 from opendts.backfills import models as backfill_models
+from opendts.destinations import models as destination_models
 from opendts.kit.db import Base
 from opendts.runs import models as run_models
 from opendts.teams import models as team_models
 from opendts.transfers import models as transfer_models
 
-MODEL_MODULES = (team_models, auth_models, transfer_models, backfill_models, run_models)
+MODEL_MODULES = (
+    team_models,
+    auth_models,
+    destination_models,
+    transfer_models,
+    backfill_models,
+    run_models,
+)
 metadata = Base.metadata

@@ -63,3 +63,61 @@ def required_choice(payload: dict[str, Any], field: str, allowed: tuple[str, ...
     if not isinstance(value, str) or value not in allowed:
         raise InvalidParameter(f"'{field}' must be one of {choices}.")
     return value
+
+
+def required_text(payload: dict[str, Any], field: str, *, max_length: int = 200) -> str:
+    """A non-blank string field (trimmed)."""
+    value = payload.get(field)
+    if value is None:
+        raise InvalidParameter(f"'{field}' is required: a non-empty string.")
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidParameter(f"'{field}' must be a non-empty string.")
+    if len(value.strip()) > max_length:
+        raise InvalidParameter(f"'{field}' must be at most {max_length} characters.")
+    return value.strip()
+
+
+def optional_text(payload: dict[str, Any], field: str, *, max_length: int = 200) -> str | None:
+    """A string field that may be missing or null."""
+    if payload.get(field) is None:
+        return None
+    return required_text(payload, field, max_length=max_length)
+
+
+def required_int(payload: dict[str, Any], field: str, *, minimum: int = 1) -> int:
+    """An integer field (JSON number without a fraction; not a boolean)."""
+    value = payload.get(field)
+    if value is None:
+        raise InvalidParameter(f"'{field}' is required: an integer.")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParameter(f"'{field}' must be an integer.")
+    if value < minimum or value > 9223372036854775807:
+        raise InvalidParameter(f"'{field}' must be an integer of at least {minimum}.")
+    return value
+
+
+def optional_int(payload: dict[str, Any], field: str, *, minimum: int = 0) -> int | None:
+    """An integer field that may be missing or null."""
+    if payload.get(field) is None:
+        return None
+    return required_int(payload, field, minimum=minimum)
+
+
+def optional_object(payload: dict[str, Any], field: str) -> dict[str, Any]:
+    """A JSON object field; missing or null is an empty object."""
+    value = payload.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidParameter(f"'{field}' must be a JSON object.")
+    return value
+
+
+def optional_list(payload: dict[str, Any], field: str) -> list[Any]:
+    """A JSON array field; missing or null is an empty list."""
+    value = payload.get(field)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidParameter(f"'{field}' must be a JSON array.")
+    return value

@@ -33,6 +33,10 @@ class RunType(StrEnum):
     RECURRING = "Recurring"
 
 
+#: Queued recurring runs (no backfill): the claim's second queue, kept tiny by its index.
+RECURRING_QUEUED_SQL = "status = 'QUEUED' AND backfill_id IS NULL"
+
+
 def _partial(name: str, *columns: str, status: RunStatus) -> Index:
     # Partial indexes: the queue and the in-flight set stay small however long history grows.
     clause = text(f"status = '{status.value}'")
@@ -80,4 +84,14 @@ class TransferRun(Base):
         _partial("ix_transfer_runs_queued", "transfer_id", "data_date", status=RunStatus.QUEUED),
         _partial("ix_transfer_runs_running", "lease_expires_at", status=RunStatus.RUNNING),
         _partial("ix_transfer_runs_failed", "backfill_id", "data_date", status=RunStatus.FAILED),
+        # A date is never written by two runs at once: claims look up running dates here.
+        _partial(
+            "ix_transfer_runs_running_date", "transfer_id", "data_date", status=RunStatus.RUNNING
+        ),
+        Index(
+            "ix_transfer_runs_recurring_queued",
+            "transfer_id",
+            sqlite_where=text(RECURRING_QUEUED_SQL),
+            postgresql_where=text(RECURRING_QUEUED_SQL),
+        ),
     )

@@ -1,0 +1,224 @@
+"""The ``load`` run kind: read one date from a transfer's source, write it to its destination.
+
+The transfer row names the source (settings in ``config``, credentials sealed in
+``source_secrets``), the destination, the table, the date column and the refresh mode. They
+are read at every run, so an edited transfer or destination takes effect at the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import select
+
+from opendts.connectors import registry
+from opendts.connectors.base import (
+    ConfigError,
+    Destination,
+    ReadRequest,
+    RefreshMode,
+    Source,
+    WriteRequest,
+    parse_settings,
+)
+from opendts.destinations.models import Destination as DestinationRow
+from opendts.engine.errors import TerminalRunError, TransientRunError
+from opendts.engine.kinds import RunContext, RunResult
+from opendts.kit.db import Database
+from opendts.kit.secrets import SecretBox, SecretKeyError
+from opendts.transfers.models import Transfer
+
+KIND = "load"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSpec:
+    """Everything a run of a data transfer needs, parsed and decrypted."""
+
+    source: Source
+    source_settings: Any
+    destination: Destination
+    destination_settings: Any
+    destination_name: str
+    table: str
+    date_column: str
+    mode: RefreshMode
+    accounts: tuple[str, ...]
+
+
+def account_ids(accounts_json: str) -> tuple[str, ...]:
+    """``TransferAccount.account_id`` values of a transfer's stored accounts."""
+    out = []
+    for item in json.loads(accounts_json or "[]"):
+        if isinstance(item, dict) and item.get("account_id") not in (None, ""):
+            out.append(str(item["account_id"]))
+    return tuple(out)
+
+
+def assemble(batches: list[pa.RecordBatch], date_column: str, day: date) -> pa.Table:
+    """One table from a source's batches, carrying ``date_column`` = ``day`` on every row.
+
+    Batches may differ in schema (an API page without some key): columns are unified, with
+    types promoted where they differ. A source that sends its own date column must only send
+    rows of the day asked for; other dates would escape the day's replace and duplicate.
+    """
+    if batches:
+        tables = [pa.Table.from_batches([batch]) for batch in batches]
+        try:
+            table = pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise TerminalRunError(
+                f"The source sent pages whose columns have incompatible types ({exc})."
+            ) from None
+    else:
+        table = pa.table({})
+    rows = table.num_rows
+    day_array = pa.array([day] * rows, pa.date32()) if rows else pa.array([], pa.date32())
+    names = table.column_names
+    if date_column not in names:
+        return table.append_column(pa.field(date_column, pa.date32()), day_array)
+    column = table.column(date_column)
+    try:
+        as_dates = pc.cast(column, pa.date32()) if column.type != pa.date32() else column
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise TerminalRunError(
+            f"The source's column {date_column!r} holds {column.type} values that are not "
+            f"dates. Rename it in the source or set another date column on the transfer."
+        ) from None
+    if rows and as_dates.null_count == 0:
+        wrong = pc.sum(pc.not_equal(as_dates, pa.scalar(day, pa.date32()))).as_py() or 0
+    else:
+        wrong = rows
+    if rows and wrong:
+        raise TerminalRunError(
+            f"The source returned {wrong} of {rows} rows whose {date_column!r} is not {day}. "
+            "A run loads one date: filter the source by the date (e.g. a {date} template) "
+            "so every row belongs to it."
+        )
+    return table.set_column(names.index(date_column), date_column, day_array)
+
+
+class LoadKind:
+    """Reads a day from the source and replaces it in the destination."""
+
+    name = KIND
+
+    def __init__(self, db: Database, box: Callable[[], SecretBox]) -> None:
+        self._db = db
+        self._box = box
+        self._cache: dict[tuple[Any, ...], LoadSpec] = {}
+
+    def prepare(self, config: dict[str, Any]) -> Any:
+        return config  # the API validates a data transfer's settings when it is saved
+
+    def _spec(self, transfer_id: int) -> LoadSpec:
+        with self._db.session() as session:
+            row = session.execute(
+                select(
+                    Transfer.source,
+                    Transfer.config,
+                    Transfer.source_secrets,
+                    Transfer.accounts,
+                    Transfer.table_name,
+                    Transfer.date_column,
+                    Transfer.refresh_mode,
+                    DestinationRow.type,
+                    DestinationRow.fields,
+                    DestinationRow.secrets,
+                    DestinationRow.deleted_at,
+                    DestinationRow.display_name,
+                )
+                .join(DestinationRow, DestinationRow.id == Transfer.destination_id, isouter=True)
+                .where(Transfer.id == transfer_id)
+            ).one_or_none()
+        if row is None:
+            raise TerminalRunError("The transfer no longer exists.")
+        if row.source is None or row.type is None or row.table_name is None:
+            raise TerminalRunError(
+                "This transfer has no source, destination or table: set them on the transfer."
+            )
+        if row.deleted_at is not None:
+            raise TerminalRunError(
+                f"The destination {row.display_name!r} was deleted: point the transfer at "
+                "another destination."
+            )
+        key = tuple(row)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        try:
+            source = registry.get_source(row.source)
+            destination = registry.get_destination(row.type)
+        except registry.UnknownConnector as exc:
+            raise TerminalRunError(f"{exc}. Install the connector or edit the transfer.") from None
+        try:
+            box = self._box()
+            source_config = {**json.loads(row.config or "{}"), **box.open(row.source_secrets)}
+            destination_config = {**json.loads(row.fields or "{}"), **box.open(row.secrets)}
+        except SecretKeyError as exc:
+            raise TerminalRunError(str(exc)) from None
+        try:
+            source_settings = parse_settings(source.Settings, source_config)
+        except ConfigError as exc:
+            raise TerminalRunError(
+                f"The transfer's {source.name} source settings are invalid ({exc}): fix them."
+            ) from None
+        try:
+            destination_settings = parse_settings(destination.Settings, destination_config)
+        except ConfigError as exc:
+            raise TerminalRunError(
+                f"The destination {row.display_name!r} has invalid settings ({exc}): fix them."
+            ) from None
+        spec = LoadSpec(
+            source,
+            source_settings,
+            destination,
+            destination_settings,
+            row.display_name,
+            row.table_name,
+            row.date_column,
+            RefreshMode(row.refresh_mode),
+            account_ids(row.accounts),
+        )
+        if len(self._cache) > 256:
+            self._cache.clear()
+        self._cache[key] = spec
+        return spec
+
+    def execute(self, ctx: RunContext, settings: Any) -> RunResult:
+        spec = self._spec(ctx.transfer_id)
+        began = time.perf_counter()
+        request = ReadRequest(ctx.data_date, spec.accounts, ctx.attempt, ctx.cancelled)
+        batches = []
+        for batch in spec.source.read(spec.source_settings, request):
+            if ctx.cancelled.is_set():
+                raise TransientRunError("The run was interrupted while reading the source.")
+            batches.append(batch)
+        table = assemble(batches, spec.date_column, ctx.data_date)
+        read_seconds = time.perf_counter() - began
+        if ctx.cancelled.is_set():
+            raise TransientRunError("The run was interrupted before writing.")
+        rows = spec.destination.write(
+            spec.destination_settings,
+            WriteRequest(spec.table, ctx.data_date, spec.date_column, spec.mode, ctx.cancelled),
+            table,
+        )
+        write_seconds = time.perf_counter() - began - read_seconds
+        verb = {
+            RefreshMode.REPLACE: f"replaced {ctx.data_date} in",
+            RefreshMode.APPEND: "appended to",
+            RefreshMode.OVERWRITE: "overwrote",
+        }[spec.mode]
+        return RunResult(
+            rows,
+            f"Loaded {rows:,} rows from {spec.source.title}: {verb} table {spec.table!r} of "
+            f"destination {spec.destination_name!r} (read {read_seconds:.2f} s, "
+            f"write {write_seconds:.2f} s).",
+        )

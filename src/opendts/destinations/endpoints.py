@@ -1,0 +1,143 @@
+"""HTTP routes of the destinations API (paths and status codes as the official client expects)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from opendts.api.context import Guarded, TeamId, path_id, request_id, run_guarded, runtime
+from opendts.auth.permissions import Access
+from opendts.destinations import service
+from opendts.kit.envelope import data_response
+from opendts.kit.requests import json_object, optional_int
+from opendts.kit.secrets import SecretBox, box_for
+
+router = APIRouter(tags=["Destinations"])
+
+DestinationId = Annotated[int, *path_id("destination")]
+
+EXAMPLE = '{"type": "duckdb", "display_name": "Warehouse", "fields": {"path": "warehouse.duckdb"}}'
+
+
+def _box(request: Request) -> SecretBox:
+    settings = runtime(request).settings
+    return box_for(settings.data_dir, settings.secret_key)
+
+
+async def _body(request: Request) -> Any:
+    """The body, read now and parsed later (after authentication: a 401 comes before a 400)."""
+    raw = await request.body()
+    content_type = request.headers.get("content-type")
+    return lambda: json_object(raw, content_type, EXAMPLE)
+
+
+@router.get("/teams/{team_id}/destinations", summary="List destinations")
+async def list_destinations(request: Request, team_id: TeamId) -> Response:
+    """The team's destinations (id, display name, type), oldest first."""
+    data = await run_guarded(
+        request,
+        team_id,
+        Access.READ,
+        lambda ctx: [service.list_item(d) for d in service.list_of_team(ctx.session, team_id)],
+    )
+    return data_response(request_id(request), data)
+
+
+@router.post("/teams/{team_id}/destinations", summary="Create a destination", status_code=201)
+async def create_destination(request: Request, team_id: TeamId) -> Response:
+    """A new destination; settings validated by its connector; credentials stored encrypted."""
+    body = await _body(request)
+    box = _box(request)
+
+    def work(ctx: Guarded) -> dict[str, Any]:
+        payload = body()
+        spec = service.parse_input(payload)
+        row = service.create(ctx.session, box, team_id, ctx.principal.user_id, spec)
+        return service.to_wire(row, box)
+
+    data = await run_guarded(request, team_id, Access.WRITE, work, write=True)
+    return data_response(request_id(request), data, status_code=201)
+
+
+@router.post("/teams/{team_id}/destinations/test-connection", summary="Test a connection")
+async def test_connection(request: Request, team_id: TeamId) -> Response:
+    """Try the settings (merged with a saved destination's credentials if ``destination_id``)."""
+    body = await _body(request)
+    box = _box(request)
+
+    def work(ctx: Guarded) -> dict[str, Any]:
+        payload = body()
+        spec = service.parse_input(payload, display_name_required=False)
+        destination_id = optional_int(payload, "destination_id", minimum=1)
+        return service.test_connection(ctx.session, box, team_id, spec, destination_id)
+
+    data = await run_guarded(request, team_id, Access.WRITE, work, write=True)
+    return data_response(request_id(request), data)
+
+
+@router.get("/teams/{team_id}/destinations/{destination_id}", summary="Get a destination")
+async def get_destination(
+    request: Request, team_id: TeamId, destination_id: DestinationId
+) -> Response:
+    """DestinationInfo: the type's description and the current settings (no credentials)."""
+    box = _box(request)
+    data = await run_guarded(
+        request,
+        team_id,
+        Access.READ,
+        lambda ctx: service.to_wire(service.get(ctx.session, team_id, destination_id), box),
+    )
+    return data_response(request_id(request), data)
+
+
+@router.put("/teams/{team_id}/destinations/{destination_id}", summary="Update a destination")
+async def update_destination(
+    request: Request, team_id: TeamId, destination_id: DestinationId
+) -> Response:
+    """Full replacement; credentials left out are kept, ``new_password`` replaces the password."""
+    body = await _body(request)
+    box = _box(request)
+
+    def work(ctx: Guarded) -> dict[str, Any]:
+        payload = body()
+        spec = service.parse_input(payload)
+        row = service.update(ctx.session, box, team_id, destination_id, spec)
+        return service.to_wire(row, box)
+
+    data = await run_guarded(request, team_id, Access.WRITE, work, write=True)
+    return data_response(request_id(request), data)
+
+
+@router.delete(
+    "/teams/{team_id}/destinations/{destination_id}",
+    summary="Delete a destination",
+    status_code=204,
+)
+async def delete_destination(
+    request: Request, team_id: TeamId, destination_id: DestinationId
+) -> Response:
+    """204; 409 DESTINATION_IN_USE while a transfer loads into it."""
+    await run_guarded(
+        request,
+        team_id,
+        Access.WRITE,
+        lambda ctx: service.delete(ctx.session, team_id, destination_id),
+        write=True,
+    )
+    return Response(status_code=204)
+
+
+@router.get("/teams/{team_id}/destinations/{destination_id}/usage", summary="Destination usage")
+async def destination_usage(
+    request: Request, team_id: TeamId, destination_id: DestinationId
+) -> Response:
+    """Whether transfers use the destination, and which."""
+    data = await run_guarded(
+        request,
+        team_id,
+        Access.READ,
+        lambda ctx: service.usage(ctx.session, team_id, destination_id),
+    )
+    return data_response(request_id(request), data)
