@@ -39,6 +39,11 @@ class SecretBox:
                 "print(Fernet.generate_key().decode())'`."
             ) from None
 
+    @staticmethod
+    def new_key() -> str:
+        """A fresh random key."""
+        return Fernet.generate_key().decode()
+
     def seal(self, secrets: dict[str, Any]) -> str:
         """``secrets`` encrypted (an empty dict stays an empty string)."""
         if not secrets:

@@ -1,4 +1,5 @@
-"""The demo account: a team with an admin user, an all-scopes key and a demo transfer."""
+"""The demo account: a team with an admin user, an all-scopes key, the embedded DuckDB
+warehouse as its destination and a transfer of the ``demo`` source into it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from sqlalchemy.orm import Session
 from opendts.auth.permissions import ALL_SCOPES, Role
 from opendts.auth.service import issue_key
 from opendts.teams import service as teams
-from opendts.transfers import service as transfers
+from opendts.destinations import service as destinations
+from opendts.kit.secrets import SecretBox
+from opendts.transfers import api as transfers_api
+
+#: The demo transfer's table in the warehouse.
+DEMO_TABLE = "demo_ad_metrics"
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +26,7 @@ class DemoAccount:
     user_id: int
     api_key: str
     transfer_id: int
+    destination_id: int
 
     def as_dict(self) -> dict[str, object]:
         """The JSON shape printed by ``opendts admin demo --json``."""
@@ -32,14 +39,31 @@ def create_demo(session: Session, team_name: str = "Demo team") -> DemoAccount:
     user = teams.create_user(session, f"admin@team-{team.id}.opendts.local", "Demo admin")
     teams.set_role(session, team.id, user.id, Role.ADMIN)
     key = issue_key(session, user.id, tuple(s.value for s in ALL_SCOPES), name="demo")
-    # Until real connectors land, the demo transfer simulates a short load per date.
-    transfer = transfers.create(
+    # The demo stores no credentials: a throwaway key seals nothing.
+    box = SecretBox(SecretBox.new_key())
+    destination = destinations.create(
         session,
+        box,
         team.id,
-        "Demo transfer",
-        created_user_id=user.id,
-        max_parallel_runs=2,
-        kind="fault",
-        config={"latency_ms": 20, "rows": 1000},
+        user.id,
+        destinations.DestinationInput(
+            "duckdb", "Local warehouse (DuckDB)", {"path": "warehouse.duckdb"}
+        ),
     )
-    return DemoAccount(team.id, user.id, key.plaintext, transfer.id)
+    transfer = transfers_api.create(
+        session,
+        box,
+        team.id,
+        user.id,
+        {
+            "data_source_id": "demo",
+            "destination_id": destination.id,
+            "display_name": "Demo ad metrics",
+            "table": DEMO_TABLE,
+            "source_config": {"rows_per_day": 1000},
+            "accounts": [{"account_id": "demo-account-1"}, {"account_id": "demo-account-2"}],
+            "schedule": [{"run_interval": "daily", "run_hour": 6, "refresh_window": 3}],
+            "max_parallel_runs": 2,
+        },
+    )
+    return DemoAccount(team.id, user.id, key.plaintext, transfer.id, destination.id)
