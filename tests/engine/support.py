@@ -135,7 +135,8 @@ def run_rows(db: Database, backfill_id: int) -> list[dict[str, Any]]:
     with db.session() as session:
         rows = session.execute(
             text(
-                "SELECT id, data_date, status, attempt, started_time, ended_time, error, message "
+                "SELECT id, data_date, status, attempt, started_time, ended_time, error, message, "
+                "total_rows, total_duration "
                 "FROM transfer_runs WHERE backfill_id = :id ORDER BY data_date"
             ),
             {"id": backfill_id},
