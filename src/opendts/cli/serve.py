@@ -15,16 +15,19 @@ from opendts.cli.runtime import fail, open_database, stop_signals_for_main_threa
 from opendts.kit.db import is_sqlite
 from opendts.settings import Settings
 from opendts.teams import service as teams
-from opendts.teams.demo import DemoAccount, create_demo
+from opendts.teams.demo import DEMO_TABLE, DemoAccount, create_demo
 
 
-def first_start_banner(account: DemoAccount, base: str) -> str:
+def first_start_banner(
+    account: DemoAccount, base: str, warehouse: str = "opendts-data/warehouse.duckdb"
+) -> str:
     """What a new user needs to make their first call, ready to paste."""
     key, team, transfer = account.api_key, account.team_id, account.transfer_id
     return f"""
   opendts {__version__}: first start, demo account created.
 
-  Team {team}, user {account.user_id}, transfer {transfer}.
+  Team {team}, user {account.user_id}, transfer {transfer} (the demo ad metrics source into
+  the DuckDB warehouse {warehouse}, table {DEMO_TABLE}).
   API key (shown only now, copy it):
 
       {key}
@@ -36,7 +39,7 @@ def first_start_banner(account: DemoAccount, base: str) -> str:
         -d '{{"range_start": "2024-01-01", "range_end": "2024-01-31"}}'
       curl -s {base}/v1/teams/{team}/backfills -H "Authorization: Bearer {key}"
 
-  This server also runs the backfills (one run per date). Follow the runs:
+  This server also runs the backfills (one run per date, newest first). Follow the runs:
 
       curl -s -G {base}/v1/teams/{team}/transfers/{transfer}/runs \\
         -d start_date=2024-01-01 -d end_date=2024-01-31 -H "Authorization: Bearer {key}"
@@ -48,6 +51,11 @@ def first_start_banner(account: DemoAccount, base: str) -> str:
       client = SupermetricsClient(api_key="{key}", base_url="{base}/v1")
       backfill = client.backfills.create({team}, {transfer}, date(2024, 1, 1), date(2024, 1, 31))
       print(backfill.status, backfill.transfer_runs_total)
+
+  Then look at the data (DuckDB's CLI or Python; the file is free between loads):
+
+      .venv/bin/python -c "import duckdb; print(duckdb.connect('{warehouse}', \\
+        read_only=True).sql('SELECT date, count(*) FROM {DEMO_TABLE} GROUP BY 1'))"
 
   Lost the key? 'opendts admin demo' makes a new demo team and key.
 """
@@ -78,7 +86,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     with db.session(write=True) as session:
         account = None if teams.any_team_exists(session) else create_demo(session)
     if account is not None:
-        typer.echo(first_start_banner(account, base))
+        typer.echo(first_start_banner(account, base, str(settings.data_dir / "warehouse.duckdb")))
     else:
         where = settings.data_dir.resolve() if is_sqlite(db.url) else "PostgreSQL"
         typer.echo(f"opendts {__version__}: serving {base}/v1 (state in {where})")

@@ -9,9 +9,9 @@ from sqlalchemy.orm import Session
 
 from opendts.auth.permissions import ALL_SCOPES, Role
 from opendts.auth.service import issue_key
-from opendts.teams import service as teams
 from opendts.destinations import service as destinations
 from opendts.kit.secrets import SecretBox
+from opendts.teams import service as teams
 from opendts.transfers import api as transfers_api
 
 #: The demo transfer's table in the warehouse.
