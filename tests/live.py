@@ -75,7 +75,7 @@ def server_env(data_dir: Path, database_url: str | None = None, **extra: str) ->
 
 @contextmanager
 def live_server(
-    data_dir: Path, database_url: str | None = None, **settings: str
+    data_dir: Path, database_url: str | None = None, *, log_level: str = "warning", **settings: str
 ) -> Iterator[LiveServer]:
     """Start ``opendts serve`` and yield it once it answers; stop it afterwards."""
     # Runs still executing when a test ends are released at once, not waited for.
@@ -86,7 +86,7 @@ def live_server(
     port = free_port()
     log = (data_dir / f"serve-{port}.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "opendts", "serve", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "opendts", "serve", "--port", str(port), "--log-level", log_level],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -202,11 +202,12 @@ def test_connection(
     """TestConnectionResult: ``{success, error}`` (a failed check is not an HTTP error)."""
     connector = _connector(spec.type)
     kept: dict[str, Any] = {}
+    fields = dict(spec.fields)
     if destination_id is not None:
         row = get(session, team_id, destination_id)
         if connector.name == row.type:
             kept = box.open(row.secrets)
-    fields = dict(spec.fields)
+            fields = {**json.loads(row.fields or "{}"), **fields}
     if spec.new_password and "password" in secret_fields(connector.Settings):
         fields["password"] = spec.new_password
     plain, secrets = _settings(connector, fields, kept)
