@@ -1,0 +1,373 @@
+"""``duckdb``: a DuckDB database file (``warehouse.duckdb`` in the data folder by default).
+
+Rows stay in Arrow end to end: the day's table is registered with DuckDB and inserted with
+``INSERT INTO t (columns) SELECT columns FROM incoming``, columns matched by name.
+
+DuckDB lets one process at a time open a file for writing. Inside this process every run
+writing to a file shares one connection, and writes to a file are serialised by a lock
+(DuckDB would abort concurrent transactions that touch the same table). The connection is
+closed once the file has been idle for ``IDLE_CLOSE_SECONDS``, so other tools can open the
+warehouse between loads. Another process holding the file is a ``TransientRunError``: the
+run is retried later.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import duckdb
+import pyarrow as pa
+from pydantic import field_validator
+
+from opendts.connectors import paths
+from opendts.connectors.base import (
+    ConnectorSettings,
+    RefreshMode,
+    WriteRequest,
+    check_identifier,
+    quote,
+)
+from opendts.connectors.schema import Family, family_of_sql, plan_columns, sql_type
+from opendts.engine.errors import TerminalRunError, TransientRunError
+
+#: Seconds without a write after which the shared connection to a file is closed.
+IDLE_CLOSE_SECONDS = 2.0
+
+_INCOMING = "__opendts_incoming"
+
+
+class DuckDBSettings(ConnectorSettings):
+    """Where the DuckDB file is, and the schema tables go in."""
+
+    #: The database file; a relative path lives in the data folder.
+    path: str = "warehouse.duckdb"
+    schema_name: str = "main"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a file, e.g. warehouse.duckdb")
+        return value
+
+    @field_validator("schema_name")
+    @classmethod
+    def _schema(cls, value: str) -> str:
+        return check_identifier(value, "schema")
+
+
+@dataclass(eq=False)
+class _File:
+    """The shared connection to one database file, and what is known about its tables."""
+
+    path: Path
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    conn: duckdb.DuckDBPyConnection | None = None
+    #: (schema, lower-case table) → {column name: declared type}; valid while ``conn`` is.
+    columns: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    last_used: float = 0.0
+    timer: threading.Timer | None = None
+
+
+_files: dict[Path, _File] = {}
+_files_lock = threading.Lock()
+
+
+def _file(path: Path) -> _File:
+    with _files_lock:
+        entry = _files.get(path)
+        if entry is None:
+            entry = _files[path] = _File(path)
+        return entry
+
+
+def _close(entry: _File) -> None:
+    """Close ``entry``'s connection (caller holds ``entry.lock``)."""
+    conn, entry.conn = entry.conn, None
+    entry.columns.clear()
+    if conn is not None:
+        with contextlib.suppress(duckdb.Error):
+            conn.close()
+
+
+def _idle_check(entry: _File) -> None:
+    with entry.lock:
+        entry.timer = None
+        if entry.conn is None:
+            return
+        idle = time.monotonic() - entry.last_used
+        if idle >= IDLE_CLOSE_SECONDS * 0.95:
+            _close(entry)
+        else:
+            _schedule_close(entry, IDLE_CLOSE_SECONDS - idle)
+
+
+def _schedule_close(entry: _File, delay: float) -> None:
+    """Check for idleness after ``delay`` seconds (caller holds ``entry.lock``)."""
+    if entry.timer is not None:
+        return  # the pending check re-arms itself if the file was used since
+    timer = threading.Timer(delay, _idle_check, (entry,))
+    timer.daemon = True
+    timer.name = f"duckdb-idle-{entry.path.name}"
+    entry.timer = timer
+    timer.start()
+
+
+def close_all() -> None:
+    """Close every shared connection (at exit, and in tests)."""
+    with _files_lock:
+        entries = list(_files.values())
+    for entry in entries:
+        with entry.lock:
+            if entry.timer is not None:
+                entry.timer.cancel()
+                entry.timer = None
+            _close(entry)
+
+
+atexit.register(close_all)
+
+
+def is_open(path: Path) -> bool:
+    """Whether this process currently holds a connection to the file at ``path``."""
+    with _files_lock:
+        entry = _files.get(path.resolve())
+    return entry is not None and entry.conn is not None
+
+
+def _locked_message(path: Path) -> str:
+    return (
+        f"Another process holds the DuckDB warehouse file {path} open (DuckDB allows one "
+        "process at a time to write a file); the run will be retried. If this keeps "
+        "happening, close the other tool or worker that has the file open."
+    )
+
+
+def _is_lock_error(exc: duckdb.Error) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.IOException) and (
+        "could not set lock" in text or "conflicting lock" in text
+    )
+
+
+def _open(path: Path) -> duckdb.DuckDBPyConnection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TerminalRunError(
+            f"Cannot create the folder {path.parent} for the DuckDB file ({exc.strerror}): "
+            "fix the destination's path or the folder's permissions."
+        ) from None
+    try:
+        return duckdb.connect(str(path))
+    except duckdb.IOException as exc:
+        text = str(exc)
+        if _is_lock_error(exc):
+            raise TransientRunError(_locked_message(path), retry_after=5.0) from None
+        if "not a valid DuckDB database" in text:
+            raise TerminalRunError(
+                f"{path} exists but is not a DuckDB database file: point the destination at "
+                "another path."
+            ) from None
+        raise TerminalRunError(f"Cannot open the DuckDB file {path}: {text}") from None
+    except duckdb.Error as exc:
+        raise TerminalRunError(f"Cannot open the DuckDB file {path}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _connection(path: Path) -> Iterator[tuple[_File, duckdb.DuckDBPyConnection]]:
+    """The file's shared connection, used by one thread at a time."""
+    entry = _file(path)
+    with entry.lock:
+        if entry.conn is None:
+            entry.conn = _open(path)
+            entry.columns.clear()
+        try:
+            yield entry, entry.conn
+        finally:
+            entry.last_used = time.monotonic()
+            if entry.conn is not None:
+                _schedule_close(entry, IDLE_CLOSE_SECONDS)
+
+
+def _columns(
+    entry: _File, conn: duckdb.DuckDBPyConnection, schema: str, table: str
+) -> dict[str, str]:
+    """The table's columns and their types; empty if it does not exist. Cached."""
+    key = (schema.lower(), table.lower())
+    cached = entry.columns.get(key)
+    if cached is not None:
+        return cached
+    rows = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_catalog = current_database() AND lower(table_schema) = ? "
+        "AND lower(table_name) = ? ORDER BY ordinal_position",
+        [key[0], key[1]],
+    ).fetchall()
+    found = {str(name): str(declared) for name, declared in rows}
+    if found:
+        entry.columns[key] = found
+    return found
+
+
+def _check_names(data: pa.Table, date_column: str) -> None:
+    seen: dict[str, str] = {}
+    for name in data.column_names:
+        if not name:
+            raise TerminalRunError("The source sends a column without a name.")
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            raise TerminalRunError(
+                f"The source sends both {other!r} and {name!r}: column names must differ in "
+                "more than letter case."
+            )
+    if date_column not in data.column_names:
+        raise TerminalRunError(f"The rows to write have no date column {date_column!r}.")
+
+
+def _translate(exc: duckdb.Error, path: Path, table: str) -> Exception:
+    """A DuckDB error raised while writing, as a run error a user can act on."""
+    text = str(exc)
+    if _is_lock_error(exc):
+        return TransientRunError(_locked_message(path), retry_after=5.0)
+    if isinstance(exc, (duckdb.FatalException, duckdb.InternalException)):
+        return TransientRunError(
+            f"DuckDB closed the warehouse file {path} after an internal error ({text}); the "
+            "run will be retried with a new connection."
+        )
+    if isinstance(exc, (duckdb.IOException, duckdb.OutOfMemoryException)):
+        return TransientRunError(
+            f"DuckDB could not write table {table!r} to {path} ({text}); the run will be "
+            "retried. Check the free disk space and memory."
+        )
+    if isinstance(exc, duckdb.TransactionException):
+        return TransientRunError(f"DuckDB aborted the write to table {table!r} ({text}).")
+    return TerminalRunError(f"DuckDB rejected the rows for table {table!r} in {path}: {text}")
+
+
+class DuckDBDestination:
+    """Writes each date into a table of a DuckDB file, in one transaction."""
+
+    name: ClassVar[str] = "duckdb"
+    title: ClassVar[str] = "DuckDB"
+    Settings: ClassVar[type[ConnectorSettings]] = DuckDBSettings
+
+    def write(self, settings: Any, request: WriteRequest, data: pa.Table) -> int:
+        config: DuckDBSettings = settings
+        try:
+            table = check_identifier(request.table)
+            date_column = check_identifier(request.date_column, "date column")
+        except ValueError as exc:
+            raise TerminalRunError(str(exc)) from None
+        _check_names(data, date_column)
+        path = paths.resolve(config.path).resolve()
+        if request.cancelled.is_set():
+            raise TransientRunError("The run was interrupted before writing to DuckDB.")
+        with _connection(path) as (entry, conn):
+            try:
+                self._write(entry, conn, config.schema_name, table, request, data)
+            except duckdb.Error as exc:
+                if isinstance(exc, (duckdb.FatalException, duckdb.InternalException)):
+                    _close(entry)  # the database is invalidated: reopen on the next write
+                raise _translate(exc, path, table) from exc
+        return int(data.num_rows)
+
+    def _write(
+        self,
+        entry: _File,
+        conn: duckdb.DuckDBPyConnection,
+        schema: str,
+        table: str,
+        request: WriteRequest,
+        data: pa.Table,
+    ) -> None:
+        if data.num_rows:
+            conn.register(_INCOMING, data)  # outside the transaction: an abort cannot undo it
+        try:
+            self._transaction(entry, conn, schema, table, request, data)
+        finally:
+            if data.num_rows:
+                with contextlib.suppress(duckdb.Error):
+                    conn.unregister(_INCOMING)
+
+    def _transaction(
+        self,
+        entry: _File,
+        conn: duckdb.DuckDBPyConnection,
+        schema: str,
+        table: str,
+        request: WriteRequest,
+        data: pa.Table,
+    ) -> None:
+        target = f"{quote(schema)}.{quote(table)}"
+        key = (schema.lower(), table.lower())
+        conn.begin()
+        try:
+            existing = _columns(entry, conn, schema, table)
+            if not existing:
+                if schema.lower() != "main":
+                    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+                columns = [(f.name, sql_type(f.type, "duckdb")) for f in data.schema]
+                body = ", ".join(f"{quote(name)} {declared}" for name, declared in columns)
+                conn.execute(f"CREATE TABLE {target} ({body})")
+                entry.columns[key] = existing = dict(columns)
+            else:
+                added = plan_columns(table, existing, data.schema, "duckdb")
+                for name, declared in added:
+                    conn.execute(f"ALTER TABLE {target} ADD COLUMN {quote(name)} {declared}")
+                if added:
+                    entry.columns[key] = existing = {**existing, **dict(added)}
+            by_lower = {name.lower(): name for name in existing}
+            if request.mode is RefreshMode.REPLACE:
+                column = by_lower[request.date_column.lower()]
+                day = f"DATE '{request.data_date.isoformat()}'"
+                if family_of_sql(existing[column]) is Family.DATE:
+                    condition = f"{quote(column)} = {day}"
+                else:
+                    condition = f"CAST({quote(column)} AS DATE) = {day}"
+                conn.execute(f"DELETE FROM {target} WHERE {condition}")
+            elif request.mode is RefreshMode.OVERWRITE:
+                conn.execute(f"DELETE FROM {target}")
+            if data.num_rows:
+                into = ", ".join(quote(by_lower[name.lower()]) for name in data.column_names)
+                select = ", ".join(quote(name) for name in data.column_names)
+                conn.execute(f"INSERT INTO {target} ({into}) SELECT {select} FROM {_INCOMING}")
+            if request.cancelled.is_set():
+                raise TransientRunError("The run was interrupted while writing to DuckDB.")
+            conn.commit()
+        except BaseException:
+            entry.columns.pop(key, None)  # a rolled-back CREATE or ALTER must be forgotten
+            with contextlib.suppress(duckdb.Error):
+                conn.rollback()
+            raise
+
+    def test_connection(self, settings: Any) -> None:
+        config: DuckDBSettings = settings
+        path = paths.resolve(config.path).resolve()
+        if path.is_dir():
+            raise TerminalRunError(f"{path} is a folder: the path must name a DuckDB file.")
+        with _connection(path) as (_, conn):
+            try:
+                conn.execute("SELECT 1").fetchall()
+            except duckdb.Error as exc:
+                raise TerminalRunError(f"DuckDB cannot use {path}: {exc}") from None
+
+    def read_table(self, settings: Any, table: str) -> pa.Table:
+        config: DuckDBSettings = settings
+        check_identifier(table)
+        path = paths.resolve(config.path).resolve()
+        if not path.exists():
+            return pa.table({})
+        with _connection(path) as (entry, conn):
+            if not _columns(entry, conn, config.schema_name, table):
+                return pa.table({})
+            target = f"{quote(config.schema_name)}.{quote(table)}"
+            result: pa.Table = conn.sql(f"SELECT * FROM {target}").to_arrow_table()
+            return result

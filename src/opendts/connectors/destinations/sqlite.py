@@ -1,0 +1,303 @@
+"""``sqlite``: a SQLite database file (``warehouse.sqlite`` in the data folder by default).
+
+Each write opens its own connection and runs in one ``BEGIN IMMEDIATE`` transaction:
+concurrent writers (threads or processes) wait for each other up to ``BUSY_TIMEOUT_SECONDS``
+and then fail with a ``TransientRunError``. Dates are stored as ISO text (``2024-01-31``),
+timestamps as ISO text (``2024-01-31 12:00:00``, UTC with ``+00:00`` if zoned), decimals as
+numbers, nested values as JSON text. A table gets an index on its date column when it is
+created, so replacing one date does not scan the table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import field_validator
+
+from opendts.connectors import paths
+from opendts.connectors.base import (
+    ConnectorSettings,
+    RefreshMode,
+    WriteRequest,
+    check_identifier,
+    quote,
+)
+from opendts.connectors.schema import Family, family_of_arrow, family_of_sql, plan_columns, sql_type
+from opendts.engine.errors import TerminalRunError, TransientRunError
+
+#: How long a write waits for another writer before failing (it is then retried).
+BUSY_TIMEOUT_SECONDS = 30.0
+
+
+class SQLiteSettings(ConnectorSettings):
+    """Where the SQLite file is."""
+
+    #: The database file; a relative path lives in the data folder.
+    path: str = "warehouse.sqlite"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a file, e.g. warehouse.sqlite")
+        return value
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+@contextlib.contextmanager
+def _connect(path: Path) -> Iterator[sqlite3.Connection]:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TerminalRunError(
+            f"Cannot create the folder {path.parent} for the SQLite file ({exc.strerror}): "
+            "fix the destination's path or the folder's permissions."
+        ) from None
+    try:
+        conn = sqlite3.connect(
+            str(path),
+            timeout=BUSY_TIMEOUT_SECONDS,
+            isolation_level=None,  # transactions are begun explicitly
+            check_same_thread=False,
+        )
+    except sqlite3.Error as exc:
+        raise TerminalRunError(f"Cannot open the SQLite file {path}: {exc}") from None
+    try:
+        yield conn
+    except sqlite3.OperationalError as exc:
+        if _busy(exc):
+            raise TransientRunError(
+                f"The SQLite file {path} stayed locked by another writer for "
+                f"{BUSY_TIMEOUT_SECONDS:.0f} s; the run will be retried."
+            ) from None
+        if "readonly" in str(exc).lower():
+            raise TerminalRunError(
+                f"The SQLite file {path} is read-only ({exc}): fix its permissions."
+            ) from None
+        if "disk" in str(exc).lower():
+            raise TransientRunError(
+                f"SQLite could not write {path} ({exc}); the run will be retried. Check the "
+                "free disk space."
+            ) from None
+        raise TerminalRunError(f"SQLite rejected the write to {path}: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise TerminalRunError(f"SQLite cannot use {path}: {exc}") from None
+    finally:
+        conn.close()
+
+
+def _table_columns(conn: sqlite3.Connection, table: str) -> dict[str, str]:
+    rows = conn.execute(f"PRAGMA table_info({quote(table)})").fetchall()
+    return {str(row[1]): str(row[2]) for row in rows}
+
+
+def _iso_timestamp(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.isoformat(sep=" ")
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _python_column(column: pa.ChunkedArray) -> list[Any]:
+    """A column's values as what sqlite3 can bind."""
+    arrow_type = column.type
+    if pa.types.is_dictionary(arrow_type):
+        column = column.cast(arrow_type.value_type)
+        arrow_type = column.type
+    family = family_of_arrow(arrow_type)
+    if family is Family.DATE:
+        return list(pc.cast(column, pa.string()).to_pylist())
+    values = column.to_pylist()
+    if family in (Family.TIMESTAMP, Family.TIMESTAMPTZ):
+        return [_iso_timestamp(v) for v in values]
+    if family is Family.DECIMAL:
+        return [None if v is None else str(v) for v in values]
+    if family is Family.JSON:
+        return [_json(v) for v in values]
+    return list(values)
+
+
+def _check_names(data: pa.Table, date_column: str) -> None:
+    seen: dict[str, str] = {}
+    for name in data.column_names:
+        if not name:
+            raise TerminalRunError("The source sends a column without a name.")
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            raise TerminalRunError(
+                f"The source sends both {other!r} and {name!r}: column names must differ in "
+                "more than letter case."
+            )
+    if date_column not in data.column_names:
+        raise TerminalRunError(f"The rows to write have no date column {date_column!r}.")
+
+
+class SQLiteDestination:
+    """Writes each date into a table of a SQLite file, in one transaction."""
+
+    name: ClassVar[str] = "sqlite"
+    title: ClassVar[str] = "SQLite"
+    Settings: ClassVar[type[ConnectorSettings]] = SQLiteSettings
+
+    def write(self, settings: Any, request: WriteRequest, data: pa.Table) -> int:
+        config: SQLiteSettings = settings
+        try:
+            table = check_identifier(request.table)
+            check_identifier(request.date_column, "date column")
+        except ValueError as exc:
+            raise TerminalRunError(str(exc)) from None
+        _check_names(data, request.date_column)
+        if request.cancelled.is_set():
+            raise TransientRunError("The run was interrupted before writing to SQLite.")
+        columns = [_python_column(column) for column in data.columns]
+        path = paths.resolve(config.path)
+        with _connect(path) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._write(conn, table, request, data, columns)
+                if request.cancelled.is_set():
+                    raise TransientRunError("The run was interrupted while writing to SQLite.")
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        return int(data.num_rows)
+
+    def _write(
+        self,
+        conn: sqlite3.Connection,
+        table: str,
+        request: WriteRequest,
+        data: pa.Table,
+        columns: list[list[Any]],
+    ) -> None:
+        target = quote(table)
+        existing = _table_columns(conn, table)
+        if not existing:
+            declared = [(f.name, sql_type(f.type, "sqlite")) for f in data.schema]
+            body = ", ".join(f"{quote(name)} {kind}" for name, kind in declared)
+            conn.execute(f"CREATE TABLE {target} ({body})")
+            conn.execute(
+                f"CREATE INDEX IF NOT EXISTS {quote(f'{table}__{request.date_column}')} "
+                f"ON {target} ({quote(request.date_column)})"
+            )
+            existing = dict(declared)
+        else:
+            for name, kind in plan_columns(table, existing, data.schema, "sqlite"):
+                conn.execute(f"ALTER TABLE {target} ADD COLUMN {quote(name)} {kind}")
+                existing[name] = kind
+        by_lower = {name.lower(): name for name in existing}
+        if request.mode is RefreshMode.REPLACE:
+            column = by_lower[request.date_column.lower()]
+            if family_of_sql(existing[column]) is Family.DATE:
+                condition = f"{quote(column)} = ?"
+            else:
+                condition = f"date({quote(column)}) = ?"
+            conn.execute(f"DELETE FROM {target} WHERE {condition}", [request.data_date.isoformat()])
+        elif request.mode is RefreshMode.OVERWRITE:
+            conn.execute(f"DELETE FROM {target}")
+        if data.num_rows:
+            into = ", ".join(quote(by_lower[name.lower()]) for name in data.column_names)
+            marks = ", ".join("?" for _ in data.column_names)
+            try:
+                conn.executemany(
+                    f"INSERT INTO {target} ({into}) VALUES ({marks})", zip(*columns, strict=True)
+                )
+            except OverflowError:
+                raise TerminalRunError(
+                    f"A value for table {table!r} is too large for SQLite's 64-bit integers."
+                ) from None
+
+    def test_connection(self, settings: Any) -> None:
+        config: SQLiteSettings = settings
+        path = paths.resolve(config.path)
+        if path.is_dir():
+            raise TerminalRunError(f"{path} is a folder: the path must name a SQLite file.")
+        with _connect(path) as conn:
+            conn.execute("PRAGMA schema_version").fetchone()  # fails if not a database
+            conn.execute("BEGIN IMMEDIATE")  # fails (after the busy timeout) if not writable
+            conn.execute("ROLLBACK")
+
+    def read_table(self, settings: Any, table: str) -> pa.Table:
+        config: SQLiteSettings = settings
+        check_identifier(table)
+        path = paths.resolve(config.path)
+        if not path.exists():
+            return pa.table({})
+        with _connect(path) as conn:
+            declared = _table_columns(conn, table)
+            if not declared:
+                return pa.table({})
+            cursor = conn.execute(f"SELECT * FROM {quote(table)}")
+            names = [str(d[0]) for d in cursor.description]
+            rows = cursor.fetchall()
+        values = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+        arrays = [
+            _arrow_column(list(v), declared.get(n, "")) for n, v in zip(names, values, strict=True)
+        ]
+        return pa.table(arrays, names=names)
+
+
+def _parse_date(value: Any) -> Any:
+    return date.fromisoformat(value[:10]) if isinstance(value, str) else value
+
+
+def _parse_boolean(value: Any) -> Any:
+    return bool(value) if isinstance(value, (int, float)) else value
+
+
+def _parse_timestamp(value: Any) -> Any:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+_READERS: dict[Family, tuple[pa.DataType, Callable[[Any], Any] | None]] = {
+    Family.BOOLEAN: (pa.bool_(), _parse_boolean),
+    Family.INTEGER: (pa.int64(), None),
+    Family.FLOAT: (pa.float64(), None),
+    Family.DECIMAL: (pa.float64(), None),
+    Family.DATE: (pa.date32(), _parse_date),
+    Family.BINARY: (pa.binary(), None),
+}
+
+
+def _arrow_column(values: list[Any], declared: str) -> pa.Array:
+    """Values read back from SQLite as an Arrow array typed by the column's declared type.
+
+    SQLite stores whatever it is given: values that do not fit the declared type come back
+    as text rather than failing the read.
+    """
+    family = family_of_sql(declared)
+    try:
+        if family in (Family.TIMESTAMP, Family.TIMESTAMPTZ):
+            parsed = [_parse_timestamp(v) for v in values]
+            zoned = any(v is not None and v.tzinfo is not None for v in parsed)
+            if zoned:
+                parsed = [v if v is None or v.tzinfo else v.replace(tzinfo=UTC) for v in parsed]
+            return pa.array(parsed, pa.timestamp("us", tz="UTC" if zoned else None))
+        reader = _READERS.get(family)
+        if reader is not None:
+            arrow_type, parse = reader
+            return pa.array([parse(v) for v in values] if parse else values, arrow_type)
+        if all(v is None or isinstance(v, str) for v in values):
+            return pa.array(values, pa.string())
+    except (ValueError, TypeError, pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    return pa.array([None if v is None else str(v) for v in values], pa.string())
