@@ -19,8 +19,9 @@ def env(tmp_path: Path) -> dict[str, str]:
 def test_demo_prints_ids_and_a_key(env: dict[str, str]) -> None:
     first = admin_json(env, "demo")
     second = admin_json(env, "demo")
-    assert set(first) == {"team_id", "user_id", "api_key", "transfer_id"}
-    assert all(isinstance(first[k], int) for k in ("team_id", "user_id", "transfer_id"))
+    assert set(first) == {"team_id", "user_id", "api_key", "transfer_id", "destination_id"}
+    ids = ("team_id", "user_id", "transfer_id", "destination_id")
+    assert all(isinstance(first[k], int) for k in ids)
     assert str(first["api_key"]).startswith("odts_")
     # Each call makes a new team with its own key.
     assert first["team_id"] != second["team_id"]

@@ -181,7 +181,7 @@ def test_serve_restarted_mid_backfill_resumes_and_completes(
 def test_sigterm_stops_claiming_finishes_or_releases_and_exits_0(
     db: Database, database_url: str, tmp_path: Path, account: Account, grace: str
 ) -> None:
-    transfer = make_transfer(db, account.team_id, kind="fault", parallel=2, latency_ms=1500)
+    transfer = make_transfer(db, account.team_id, kind="fault", parallel=2, latency_ms=4000)
     backfill = make_backfill(db, account, date(2024, 1, 1), date(2024, 1, 10), transfer_id=transfer)
     with workers(tmp_path, database_url, OPENDTS_SHUTDOWN_GRACE_SECONDS=grace) as group:
         worker = group.start(concurrency=2)
@@ -199,8 +199,8 @@ def test_sigterm_stops_claiming_finishes_or_releases_and_exits_0(
         assert {rows[i]["status"] for i in in_flight} == {"COMPLETED"}
         assert snap.completed == 2 and snap.runs_queued == 8
     else:
-        # Released at once, without spending an attempt.
-        assert took < 1.4
+        # Released at once (well before the 4 s runs could finish), without spending an attempt.
+        assert took < 3.5
         assert {rows[i]["status"] for i in in_flight} == {"QUEUED"}
         assert {rows[i]["attempt"] for i in in_flight} == {0}
         assert all("Released" in rows[i]["message"] for i in in_flight)

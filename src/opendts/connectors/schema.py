@@ -33,6 +33,8 @@ class Family(StrEnum):
 def family_of_arrow(arrow_type: pa.DataType) -> Family:
     """The family of an Arrow type."""
     t = pa.types
+    if t.is_dictionary(arrow_type):  # dictionary-encoded values are stored decoded
+        return family_of_arrow(arrow_type.value_type)
     if t.is_null(arrow_type):
         return Family.NULL
     if t.is_boolean(arrow_type):
