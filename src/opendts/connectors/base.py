@@ -22,12 +22,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from opendts.engine.errors import TerminalRunError
+
+if TYPE_CHECKING:  # pyarrow loads with the connectors, not with the API or the engine
+    import pyarrow as pa
 
 
 class ConnectorSettings(BaseModel):

@@ -104,9 +104,21 @@ def destinations() -> dict[str, Destination]:
     return dict(sorted(_destinations.items()))
 
 
+def _builtin(builtins: dict[str, str], target: dict[str, Any], name: str) -> Any:
+    """A built-in connector alone (its drivers are imported only when it is used)."""
+    found = target.get(name)
+    if found is None and name in builtins and not _loaded:
+        with _lock:
+            try:
+                found = target.setdefault(name, _load_path(builtins[name]))
+            except ImportError:
+                log.exception("built-in connector %s failed to load", name)
+    return found
+
+
 def get_source(name: str) -> Source:
     """The source called ``name``; ``UnknownConnector`` lists the installed ones otherwise."""
-    found = sources().get(name)
+    found = _builtin(BUILTIN_SOURCES, _sources, name) or sources().get(name)
     if found is None:
         raise UnknownConnector(
             f"unknown source {name!r}; installed sources: {', '.join(sources())}"
@@ -122,7 +134,8 @@ def destination_name(value: str) -> str:
 
 def get_destination(name: str) -> Destination:
     """The destination called ``name`` (case-insensitive, ``DWH_`` prefix allowed)."""
-    found = destinations().get(destination_name(name))
+    key = destination_name(name)
+    found = _builtin(BUILTIN_DESTINATIONS, _destinations, key) or destinations().get(key)
     if found is None:
         raise UnknownConnector(
             f"unknown destination type {name!r}; installed types: {', '.join(destinations())}"

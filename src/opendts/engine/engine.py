@@ -63,14 +63,43 @@ class _InFlight:
     finished: bool = False
 
 
+class _LazyLoadKind:
+    """The ``load`` kind, imported at its first run: Arrow and the drivers weigh ~60 MB, and
+    an engine that only runs ``noop`` or ``fault`` transfers never needs them."""
+
+    name = "load"
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self._db = db
+        self._settings = settings
+        self._kind: RunKind | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> RunKind:
+        with self._lock:
+            if self._kind is None:
+                from opendts.connectors.load import LoadKind
+                from opendts.kit.secrets import box_for
+
+                settings = self._settings
+                self._kind = LoadKind(
+                    self._db, lambda: box_for(settings.data_dir, settings.secret_key)
+                )
+            return self._kind
+
+    def prepare(self, config: dict[str, Any]) -> Any:
+        return self._get().prepare(config)
+
+    def execute(self, ctx: RunContext, settings: Any) -> Any:
+        return self._get().execute(ctx, settings)
+
+
 def _process_kinds(db: Database, settings: Settings) -> dict[str, RunKind]:
     """Run kinds bound to this engine's database and data folder (data transfers)."""
     from opendts.connectors import paths
-    from opendts.connectors.load import LoadKind
-    from opendts.kit.secrets import box_for
 
     paths.set_data_dir(settings.data_dir)
-    return {"load": LoadKind(db, lambda: box_for(settings.data_dir, settings.secret_key))}
+    return {"load": _LazyLoadKind(db, settings)}
 
 
 @dataclass(slots=True)

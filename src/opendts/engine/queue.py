@@ -32,6 +32,7 @@ from sqlalchemy import (
     literal_column,
     select,
     text,
+    true,
     tuple_,
     update,
 )
@@ -296,20 +297,29 @@ def schedule_recurring(session: Session, *, max_attempts: int, now: datetime) ->
 # -- claiming ----------------------------------------------------------------------------
 
 
-def _running_counts(session: Session) -> tuple[dict[int, int], dict[int, int], int]:
-    by_transfer: dict[int, int] = defaultdict(int)
-    by_team: dict[int, int] = defaultdict(int)
-    total = 0
+@dataclass(slots=True)
+class _Running:
+    """What executes now: counts for the caps, and which backfills (None: refreshes) run."""
+
+    by_transfer: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    by_team: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    total: int = 0
+    owners: dict[int, set[int | None]] = field(default_factory=lambda: defaultdict(set))
+
+
+def _running_counts(session: Session) -> _Running:
+    running = _Running()
     rows = session.execute(
-        select(runs.c.team_id, runs.c.transfer_id, func.count())
+        select(runs.c.team_id, runs.c.transfer_id, runs.c.backfill_id, func.count())
         .where(_status_is(runs.c.status, RUNNING))
-        .group_by(runs.c.team_id, runs.c.transfer_id)
+        .group_by(runs.c.team_id, runs.c.transfer_id, runs.c.backfill_id)
     )
-    for team_id, transfer_id, count in rows:
-        by_transfer[transfer_id] += count
-        by_team[team_id] += count
-        total += count
-    return by_transfer, by_team, total
+    for team_id, transfer_id, backfill_id, count in rows:
+        running.by_transfer[transfer_id] += count
+        running.by_team[team_id] += count
+        running.total += count
+        running.owners[transfer_id].add(backfill_id)
+    return running
 
 
 @dataclass(slots=True)
@@ -390,12 +400,15 @@ def _lease(
     owner: str,
     lease_until: datetime,
     now: datetime,
+    *,
+    check_dates: bool,
 ) -> list[Any]:
     """Lease up to ``limit`` of the transfer's newest claimable runs in one statement.
 
     ``backfill_ids`` None means its queued ``Recurring`` runs. A date with a run already
     executing (a refresh and a backfill of the same day, or a cancelled backfill's last run)
-    waits: one date is never written by two runs at once.
+    waits: one date is never written by two runs at once. ``check_dates`` False skips that
+    look-up when the caller knows no other run of the transfer executes.
     """
     other = runs.alias("other")
     busy_date = (
@@ -421,7 +434,7 @@ def _lease(
             _status_is(runs.c.status, QUEUED),
             runs.c.available_at <= now,
             which,
-            ~busy_date,
+            ~busy_date if check_dates else true(),
         )
         .order_by(runs.c.data_date.desc(), runs.c.id)
         .limit(limit)
@@ -465,7 +478,8 @@ def claim(
     candidates = _candidates(session)
     if not candidates:
         return []
-    by_transfer, by_team, total = _running_counts(session)
+    running = _running_counts(session)
+    by_transfer, by_team, total = running.by_transfer, running.by_team, running.total
     # Fairness: the team with the fewest runs in flight goes first, then the oldest backfill.
     candidates.sort(
         key=lambda c: (
@@ -491,7 +505,7 @@ def claim(
         picked = []
         if c.recurring:
             # Scheduled refreshes go first: they keep recent data fresh while backfills wait.
-            picked += _lease(session, c, None, free, owner, lease_until, now)
+            picked += _lease(session, c, None, free, owner, lease_until, now, check_dates=True)
         if c.backfill_ids and free - len(picked) > 0:
             if c.scheduled_ids and postgres:
                 # A cancel holds the backfill before its runs; so must we (see the module doc).
@@ -503,8 +517,18 @@ def claim(
                     .with_for_update()
                 ).scalars()
                 c.scheduled_ids = list(locked)
+            # Another run may hold one of these dates only if a refresh (or a run of a backfill
+            # no longer active, e.g. cancelled) executes: only then is each date looked up.
+            foreign = running.owners[c.transfer_id] - set(c.backfill_ids)
             picked += _lease(
-                session, c, c.backfill_ids, free - len(picked), owner, lease_until, now
+                session,
+                c,
+                c.backfill_ids,
+                free - len(picked),
+                owner,
+                lease_until,
+                now,
+                check_dates=bool(foreign) or c.recurring,
             )
         if not picked:
             continue
