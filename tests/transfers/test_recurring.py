@@ -195,3 +195,34 @@ def test_refreshes_go_first_and_a_date_is_never_written_by_two_runs_at_once(
         assert warehouse(settings, "duckdb", fields).equals(
             expected(today - timedelta(days=8), today)
         )
+
+
+def test_a_new_backfill_waits_for_a_cancelled_backfills_last_runs_of_the_same_dates(
+    db: Database, settings: Settings, account: Account
+) -> None:
+    from opendts.backfills import service as backfills
+    from tests.engine.support import make_transfer, snapshot
+
+    transfer_id = make_transfer(db, account.team_id, kind="fault", parallel=4, latency_ms=800)
+    first = make_backfill(db, account, date(2024, 1, 1), date(2024, 1, 2), transfer_id)
+    with running_engine(db, settings, worker_concurrency=4):
+        wait_for(lambda: snapshot(db, first.id).runs_running == 2, what="both dates running")
+        with db.session(write=True) as session:
+            backfills.cancel(
+                session, team_id=account.team_id, backfill_id=first.id, user_id=account.user_id
+            )
+        second = make_backfill(db, account, date(2024, 1, 1), date(2024, 1, 2), transfer_id)
+        assert final(db, second.id).status == "COMPLETED"
+        assert final(db, first.id).status == "CANCELLED"
+    with db.session() as session:
+        rows = session.execute(
+            text(
+                "SELECT backfill_id, data_date, started_time, ended_time FROM transfer_runs "
+                "WHERE transfer_id = :id"
+            ),
+            {"id": transfer_id},
+        ).all()
+    ends = {(r.data_date): r.ended_time for r in rows if r.backfill_id == first.id}
+    for r in rows:
+        if r.backfill_id == second.id:
+            assert str(r.started_time) >= str(ends[r.data_date]), r
