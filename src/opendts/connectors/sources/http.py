@@ -318,6 +318,9 @@ class _Reader:
     def send(self, url: httpx.URL, params: dict[str, str] | None) -> httpx.Response:
         """The answer to one request, retried on 429, 5xx, timeouts and connection errors."""
         s = self.settings
+        if params:
+            # Merged into the URL's own query: httpx would otherwise replace it (even with {}).
+            url = url.copy_merge_params(params)
         shown = f"{s.method} {_safe_url(url)}"
         day = self.request.data_date
         body = _walk_strings(s.body, lambda text: render(text, day)) if s.body is not None else None
@@ -328,10 +331,7 @@ class _Reader:
             self.check_cancelled()
             try:
                 response = self.client.request(
-                    s.method,
-                    url,
-                    params=params,
-                    json=body if s.method == "POST" else None,
+                    s.method, url, json=body if s.method == "POST" else None
                 )
             except httpx.TimeoutException:
                 problem = f"timed out after {s.timeout_seconds:g} s"
