@@ -206,3 +206,29 @@ class SchemaConflict(TerminalRunError):
         )
         self.table = table
         self.column = column
+
+
+def write_names(request: WriteRequest, data: pa.Table) -> tuple[str, str]:
+    """``(table, date column)`` of a write, after checking every name it will use.
+
+    Raises ``TerminalRunError``: a bad table or column name, two columns that differ only
+    in letter case (SQL folds them together), or rows without the date column.
+    """
+    try:
+        table = check_identifier(request.table)
+        date_column = check_identifier(request.date_column, "date column")
+    except ValueError as exc:
+        raise TerminalRunError(str(exc)) from None
+    seen: dict[str, str] = {}
+    for name in data.column_names:
+        if not name:
+            raise TerminalRunError("The source sends a column without a name.")
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            raise TerminalRunError(
+                f"The source sends both {other!r} and {name!r}: column names must differ in "
+                "more than letter case."
+            )
+    if date_column not in data.column_names:
+        raise TerminalRunError(f"The rows to write have no date column {date_column!r}.")
+    return table, date_column

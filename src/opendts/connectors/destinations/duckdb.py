@@ -33,6 +33,7 @@ from opendts.connectors.base import (
     WriteRequest,
     check_identifier,
     quote,
+    write_names,
 )
 from opendts.connectors.schema import Family, family_of_sql, plan_columns, sql_type
 from opendts.engine.errors import TerminalRunError, TransientRunError
@@ -217,21 +218,6 @@ def _columns(
     return found
 
 
-def _check_names(data: pa.Table, date_column: str) -> None:
-    seen: dict[str, str] = {}
-    for name in data.column_names:
-        if not name:
-            raise TerminalRunError("The source sends a column without a name.")
-        other = seen.setdefault(name.lower(), name)
-        if other != name:
-            raise TerminalRunError(
-                f"The source sends both {other!r} and {name!r}: column names must differ in "
-                "more than letter case."
-            )
-    if date_column not in data.column_names:
-        raise TerminalRunError(f"The rows to write have no date column {date_column!r}.")
-
-
 def _translate(exc: duckdb.Error, path: Path, table: str) -> Exception:
     """A DuckDB error raised while writing, as a run error a user can act on."""
     text = str(exc)
@@ -261,12 +247,7 @@ class DuckDBDestination:
 
     def write(self, settings: Any, request: WriteRequest, data: pa.Table) -> int:
         config: DuckDBSettings = settings
-        try:
-            table = check_identifier(request.table)
-            date_column = check_identifier(request.date_column, "date column")
-        except ValueError as exc:
-            raise TerminalRunError(str(exc)) from None
-        _check_names(data, date_column)
+        table, _ = write_names(request, data)
         path = paths.resolve(config.path).resolve()
         if request.cancelled.is_set():
             raise TransientRunError("The run was interrupted before writing to DuckDB.")

@@ -29,6 +29,7 @@ from opendts.connectors.base import (
     WriteRequest,
     check_identifier,
     quote,
+    write_names,
 )
 from opendts.connectors.schema import Family, family_of_arrow, family_of_sql, plan_columns, sql_type
 from opendts.engine.errors import TerminalRunError, TransientRunError
@@ -134,21 +135,6 @@ def _python_column(column: pa.ChunkedArray) -> list[Any]:
     return list(values)
 
 
-def _check_names(data: pa.Table, date_column: str) -> None:
-    seen: dict[str, str] = {}
-    for name in data.column_names:
-        if not name:
-            raise TerminalRunError("The source sends a column without a name.")
-        other = seen.setdefault(name.lower(), name)
-        if other != name:
-            raise TerminalRunError(
-                f"The source sends both {other!r} and {name!r}: column names must differ in "
-                "more than letter case."
-            )
-    if date_column not in data.column_names:
-        raise TerminalRunError(f"The rows to write have no date column {date_column!r}.")
-
-
 class SQLiteDestination:
     """Writes each date into a table of a SQLite file, in one transaction."""
 
@@ -158,12 +144,7 @@ class SQLiteDestination:
 
     def write(self, settings: Any, request: WriteRequest, data: pa.Table) -> int:
         config: SQLiteSettings = settings
-        try:
-            table = check_identifier(request.table)
-            check_identifier(request.date_column, "date column")
-        except ValueError as exc:
-            raise TerminalRunError(str(exc)) from None
-        _check_names(data, request.date_column)
+        table, _ = write_names(request, data)
         if request.cancelled.is_set():
             raise TransientRunError("The run was interrupted before writing to SQLite.")
         columns = [_python_column(column) for column in data.columns]
