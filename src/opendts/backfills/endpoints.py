@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response, StreamingResponse
 
 from opendts.api.context import (
     BackfillId,
@@ -17,8 +22,10 @@ from opendts.api.context import (
     runtime,
 )
 from opendts.auth.permissions import Access
+from opendts.auth.service import authenticate, authorize
 from opendts.backfills import schemas, service
 from opendts.kit.envelope import data_response, raw_data_response
+from opendts.kit.errors import ApiError
 
 router = APIRouter(tags=["Data Backfills"])
 
@@ -141,3 +148,77 @@ async def update_backfill_status(
 
     data = await run_guarded(request, team_id, Access.WRITE, work, write=True)
     return data_response(request_id(request), data)
+
+
+#: Statuses after which a backfill's stream ends (FAILED can still be cancelled, but nothing
+#: runs any more: a watcher is done).
+ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+EVENT_POLL_SECONDS = 0.25
+KEEPALIVE_SECONDS = 15.0
+
+
+def _sse(event: str, data: dict[str, Any], event_id: int) -> bytes:
+    return f"id: {event_id}\nevent: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
+
+
+@router.get(
+    "/teams/{team_id}/backfills/{backfill_id}/events",
+    summary="Follow a backfill (server-sent events)",
+    operation_id="streamBackfillEvents",
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "An event stream"},
+        **{s: e for s, e in _ERRORS.items() if s != 400 and s != 422},
+    },
+)
+async def backfill_events(request: Request, team_id: TeamId, backfill_id: BackfillId) -> Response:
+    """``event: backfill`` with the backfill object whenever it changes (the first at once),
+    then ``event: end`` with its final state once it is COMPLETED, FAILED or CANCELLED.
+
+    Same access rules as reading the backfill; the key is checked again at every look, so a
+    revoked key ends the stream. Comment lines keep idle connections open.
+    """
+    rt = runtime(request)
+    authorization = request.headers.get("authorization")
+    first = await run_guarded(
+        request,
+        team_id,
+        Access.READ,
+        lambda ctx: service.wire(ctx.session, service.get(ctx.session, team_id, backfill_id)),
+    )
+
+    def look() -> dict[str, Any] | None:
+        try:
+            with rt.db.session() as session:
+                principal = authenticate(session, authorization)
+                authorize(principal, team_id, Access.READ)
+                return service.wire(session, service.get(session, team_id, backfill_id))
+        except ApiError:
+            return None  # revoked key, lost membership: the stream ends
+
+    async def stream() -> AsyncIterator[bytes]:
+        data: dict[str, Any] | None = first
+        last: dict[str, Any] | None = None
+        event_id = 0
+        quiet_since = time.monotonic()
+        while data is not None:
+            if data != last:
+                event_id += 1
+                yield _sse("backfill", data, event_id)
+                last = data
+                quiet_since = time.monotonic()
+                if data["status"] in ENDED:
+                    yield _sse("end", data, event_id + 1)
+                    return
+            elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
+                yield b": keep-alive\n\n"
+                quiet_since = time.monotonic()
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(EVENT_POLL_SECONDS)
+            data = await run_in_threadpool(look)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,101 @@
+"""Live progress: server-sent events of a backfill until it ends."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import date
+from typing import Any
+
+from starlette.testclient import TestClient
+
+from opendts.kit.db import Database
+from opendts.settings import Settings
+from tests.engine.support import make_transfer, running_engine
+from tests.factories import Account, make_account, make_backfill, revoke
+
+
+def events_url(account: Account, backfill_id: int) -> str:
+    return f"/v1/teams/{account.team_id}/backfills/{backfill_id}/events"
+
+
+def read_events(client: TestClient, url: str, headers: dict[str, str]) -> list[tuple[str, Any]]:
+    events: list[tuple[str, Any]] = []
+    with client.stream("GET", url, headers=headers) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        name = ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[len("event: ") :]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[len("data: ") :])))
+    return events
+
+
+def test_events_follow_a_backfill_to_its_end(
+    client: TestClient, db: Database, settings: Settings, account: Account
+) -> None:
+    transfer = make_transfer(db, account.team_id, kind="fault", parallel=2, latency_ms=40)
+    backfill = make_backfill(db, account, date(2024, 1, 1), date(2024, 1, 12), transfer)
+    with running_engine(db, settings):
+        events = read_events(client, events_url(account, backfill.id), account.headers)
+    names = [name for name, _ in events]
+    assert names[-1] == "end" and set(names[:-1]) == {"backfill"}
+    assert len(events) >= 3  # the start, some progress, the end
+    final = events[-1][1]
+    assert final["status"] == "COMPLETED" and final["transfer_runs_completed"] == 12
+    assert final["transfer_backfill_id"] == backfill.id and final["error_report"] == []
+    done = [data["transfer_runs_completed"] for _, data in events]
+    assert done == sorted(done)  # progress never goes back
+    assert events[-2][1] == final  # the last change, then the end
+
+
+def test_a_finished_backfill_streams_its_state_and_ends_at_once(
+    client: TestClient, db: Database, settings: Settings, account: Account
+) -> None:
+    transfer = make_transfer(
+        db, account.team_id, kind="fault", fail_dates=["2024-01-02"], failure="terminal"
+    )
+    backfill = make_backfill(db, account, date(2024, 1, 1), date(2024, 1, 3), transfer)
+    with running_engine(db, settings):
+        events = read_events(client, events_url(account, backfill.id), account.headers)
+    assert events[-1][0] == "end" and events[-1][1]["status"] == "FAILED"
+    assert events[-1][1]["error_report"][0]["transfer_run_date"] == "2024-01-02"
+    again = read_events(client, events_url(account, backfill.id), account.headers)
+    assert [name for name, _ in again] == ["backfill", "end"]
+
+
+def test_events_need_the_same_access_as_reads(
+    client: TestClient, db: Database, account: Account
+) -> None:
+    backfill = make_backfill(db, account, date(2024, 1, 1), date(2024, 1, 2))
+    assert client.get(events_url(account, backfill.id)).status_code == 401
+    missing = client.get(events_url(account, 999_999), headers=account.headers)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "BACKFILL_NOT_FOUND"
+    stranger = make_account(db)
+    foreign = client.get(
+        f"/v1/teams/{stranger.team_id}/backfills/{backfill.id}/events", headers=stranger.headers
+    )
+    assert foreign.status_code == 404
+    outsider = client.get(events_url(account, backfill.id), headers=stranger.headers)
+    assert outsider.status_code == 403
+
+
+def test_a_revoked_key_ends_the_stream(
+    client: TestClient, db: Database, settings: Settings, account: Account
+) -> None:
+    transfer = make_transfer(db, account.team_id, kind="fault", latency_ms=60_000)
+    backfill = make_backfill(db, account, date(2024, 1, 1), date(2024, 1, 2), transfer)
+    result: list[list[tuple[str, Any]]] = []
+    reader = threading.Thread(
+        target=lambda: result.append(
+            read_events(client, events_url(account, backfill.id), account.headers)
+        )
+    )
+    reader.start()
+    threading.Event().wait(0.6)
+    revoke(db, account.key_id)
+    reader.join(timeout=10)
+    assert not reader.is_alive(), "the stream did not end after the key was revoked"
+    assert result and all(name == "backfill" for name, _ in result[0])
