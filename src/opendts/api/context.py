@@ -78,6 +78,24 @@ def request_id(request: Request) -> str:
     return value
 
 
+#: The dashboard's session cookie: the API key, HttpOnly, SameSite=Strict.
+SESSION_COOKIE = "opendts_session"
+#: Writes authenticated by the cookie must carry this header (a cross-site form cannot).
+UI_HEADER = "x-opendts-ui"
+
+
+def authorization_of(request: Request) -> str | None:
+    """The request's credentials: the ``Authorization`` header, else the dashboard's cookie
+    (for reads, or for writes that carry ``X-Opendts-UI: 1``)."""
+    header = request.headers.get("authorization")
+    if header:
+        return header
+    key = request.cookies.get(SESSION_COOKIE)
+    if key and (request.method in ("GET", "HEAD") or request.headers.get(UI_HEADER) == "1"):
+        return f"Bearer {key}"
+    return None
+
+
 @contextmanager
 def guarded(
     request: Request, team_id: int, access: Access, *, write: bool = False
@@ -89,7 +107,7 @@ def guarded(
     """
     rt = runtime(request)
     with rt.db.session() as session:
-        principal = authenticate(session, request.headers.get("authorization"))
+        principal = authenticate(session, authorization_of(request))
         rate = rt.limiter.hit(principal.key_lookup_id)
         request.state.rate_limit = rate
         if not rate.allowed:

@@ -17,6 +17,7 @@ from opendts.api.context import (
     Guarded,
     TeamId,
     TransferId,
+    authorization_of,
     request_id,
     run_guarded,
     runtime,
@@ -80,7 +81,20 @@ async def create_backfill(request: Request, team_id: TeamId, transfer_id: Transf
     responses={200: {"model": schemas.BackfillListEnvelope}, **_ERRORS},
 )
 async def list_incomplete_backfills(request: Request, team_id: TeamId) -> Response:
-    """The team's CREATED, SCHEDULED, RUNNING and FAILED backfills, newest first (≤ 100)."""
+    """The team's CREATED, SCHEDULED, RUNNING and FAILED backfills, newest first (≤ 100).
+
+    An opendts extension: ``?status=all`` (or a comma list of statuses), ``transfer_id`` and
+    ``limit`` (1 to 1,000) list any backfills; without parameters the contract's list is returned.
+    """
+    if any(name in request.query_params for name in service.LIST_PARAMETERS):
+        params = dict(request.query_params)
+        data = await run_guarded(
+            request,
+            team_id,
+            Access.READ,
+            lambda ctx: service.list_filtered(ctx.session, team_id, params),
+        )
+        return data_response(request_id(request), data)
     data_json = await run_guarded(
         request,
         team_id,
@@ -178,7 +192,7 @@ async def backfill_events(request: Request, team_id: TeamId, backfill_id: Backfi
     revoked key ends the stream. Comment lines keep idle connections open.
     """
     rt = runtime(request)
-    authorization = request.headers.get("authorization")
+    authorization = authorization_of(request)
     first = await run_guarded(
         request,
         team_id,

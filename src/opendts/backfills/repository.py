@@ -81,3 +81,20 @@ def incomplete_ids_of_transfer(session: Session, transfer_id: int) -> list[int]:
             .order_by(Backfill.id)
         )
     )
+
+
+def list_of_team(
+    session: Session,
+    team_id: int,
+    *,
+    statuses: tuple[str, ...] | None,
+    transfer_id: int | None,
+    limit: int,
+) -> list[Backfill]:
+    """The team's backfills in ``statuses`` (all if None), newest first, at most ``limit``."""
+    query = select(Backfill).where(Backfill.team_id == team_id)
+    if statuses is not None:
+        query = query.where(Backfill.status.in_(statuses))
+    if transfer_id is not None:
+        query = query.where(Backfill.transfer_id == transfer_id)
+    return list(session.scalars(query.order_by(Backfill.id.desc()).limit(limit)))

@@ -13,7 +13,7 @@ from opendts.backfills import repository, schemas
 from opendts.backfills.models import Backfill
 from opendts.backfills.status import BackfillStatus, can_transition
 from opendts.kit.clock import today, utcnow
-from opendts.kit.errors import NotFound, Unprocessable
+from opendts.kit.errors import InvalidParameter, NotFound, Unprocessable
 from opendts.runs import repository as runs
 from opendts.transfers import repository as transfers
 from opendts.transfers.models import Transfer, TransferState
@@ -150,6 +150,44 @@ def latest(session: Session, team_id: int, transfer_id: int) -> Backfill:
             message="No backfill for this transfer",
         )
     return backfill
+
+
+#: Query parameters of the list's extension (other parameters are ignored, as the contract's
+#: list takes none).
+LIST_PARAMETERS = ("status", "transfer_id", "limit")
+
+
+def list_filtered(session: Session, team_id: int, params: dict[str, str]) -> list[dict[str, Any]]:
+    """Our extension of the list: ``status`` (``all`` or a comma list), ``transfer_id``,
+    ``limit`` (1 to 1000, 100 by default); newest first."""
+    raw = params.get("status", "all").strip()
+    statuses: tuple[str, ...] | None = None
+    if raw.lower() != "all":
+        wanted = tuple(part.strip().upper() for part in raw.split(",") if part.strip())
+        valid = {s.value for s in BackfillStatus}
+        bad = [w for w in wanted if w not in valid]
+        if bad or not wanted:
+            raise InvalidParameter(
+                f"'status' must be 'all' or a comma-separated list of {', '.join(sorted(valid))}."
+            )
+        statuses = wanted
+    transfer_id = _int_param(params, "transfer_id", 1, 2**63 - 1, None)
+    limit = _int_param(params, "limit", 1, 1000, 100)
+    rows = repository.list_of_team(
+        session, team_id, statuses=statuses, transfer_id=transfer_id, limit=limit or 100
+    )
+    return [wire(session, row) for row in rows]
+
+
+def _int_param(
+    params: dict[str, str], name: str, low: int, high: int, default: int | None
+) -> int | None:
+    value = params.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise InvalidParameter(f"'{name}' must be an integer from {low} to {high}.")
+    return int(value)
 
 
 def list_incomplete_json(session: Session, team_id: int) -> bytes:
