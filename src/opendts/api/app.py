@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -15,12 +20,68 @@ from opendts.api.middleware import EnvelopeMiddleware
 from opendts.backfills.endpoints import router as backfills_router
 from opendts.connectors import paths
 from opendts.destinations.endpoints import router as destinations_router
+from opendts.kit import metrics, migrate
 from opendts.kit.db import Database
-from opendts.kit.envelope import json_response
+from opendts.kit.envelope import error_body, json_response
+from opendts.kit.errors import ServiceUnavailable
 from opendts.kit.ratelimit import RateLimiter
 from opendts.runs.endpoints import router as runs_router
 from opendts.settings import Settings
 from opendts.transfers.endpoints import router as transfers_router
+from opendts.web.session import STATIC
+from opendts.web.session import router as web_router
+
+
+class NotReady(ServiceUnavailable):
+    """``/readyz``: the database cannot be reached, or its schema is not this version's."""
+
+    code = "NOT_READY"
+    message = "Not ready"
+
+
+class Readiness:
+    """Whether this process can serve: the metadata database answers and is migrated to head.
+
+    The database is asked on every check (reading the current revision is one indexed row);
+    the verdict that migrations are current is reused for ``ttl`` seconds, so a load balancer
+    probing every second costs one query per check. The head revision comes from the packaged
+    migration scripts and is read once.
+    """
+
+    def __init__(self, db: Database, *, ttl: float = 5.0) -> None:
+        self.db = db
+        self.ttl = ttl
+        self._head: str | None = None
+        self._current_until = -float("inf")
+        self._lock = threading.Lock()
+
+    def problem(self) -> str | None:
+        """None when ready, else what is wrong and what to do, in words."""
+        try:
+            with self.db.engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as exc:
+            return (
+                f"The metadata database cannot be reached ({exc.__class__.__name__}). "
+                "Check OPENDTS_DATABASE_URL and that the database is running."
+            )
+        with self._lock:
+            if time.monotonic() < self._current_until:
+                return None
+        try:
+            current = migrate.current_revision(self.db)
+        except SQLAlchemyError as exc:
+            return f"The metadata database cannot be read ({exc.__class__.__name__})."
+        if self._head is None:
+            self._head = migrate.head_revision(self.db)
+        if current != self._head:
+            return (
+                f"migrations not current: at {current or 'an empty schema'}, head is "
+                f"{self._head}; run `opendts migrate`."
+            )
+        with self._lock:
+            self._current_until = time.monotonic() + self.ttl
+        return None
 
 
 def create_app(
@@ -47,15 +108,35 @@ def create_app(
         limiter=RateLimiter(settings.rate_limit_per_hour, settings.rate_limit_storage_url),
         wake=wake or (lambda: None),
     )
+    registry, api_metrics = metrics.api_registry(database)
+    app.state.metrics_registry = registry
+    readiness = Readiness(database)
     errors.install(app)
     app.include_router(backfills_router, prefix="/v1")
     app.include_router(runs_router, prefix="/v1")
     app.include_router(transfers_router, prefix="/v1")
     app.include_router(destinations_router, prefix="/v1")
+    app.include_router(web_router)
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz(request: Request) -> Response:
         return json_response({"status": "ok", "version": __version__})
 
-    app.add_middleware(EnvelopeMiddleware, max_body_bytes=settings.max_request_bytes)
+    @app.get("/readyz", include_in_schema=False)
+    def readyz(request: Request) -> Response:
+        problem = readiness.problem()
+        if problem is None:
+            return json_response({"status": "ready"})
+        body = error_body(request.state.request_id, NotReady.code, NotReady.message, problem)
+        return json_response(body, NotReady.status_code, {"Retry-After": "5"})
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics(request: Request) -> Response:
+        # No key and no rate limit, like /healthz: scrapers have no API key.
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(
+        EnvelopeMiddleware, max_body_bytes=settings.max_request_bytes, metrics=api_metrics
+    )
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import socket
 
@@ -12,6 +11,7 @@ import uvicorn
 from opendts import __version__
 from opendts.api.app import create_app
 from opendts.cli.runtime import fail, open_database, stop_signals_for_main_thread
+from opendts.kit import logs
 from opendts.kit.db import is_sqlite
 from opendts.settings import Settings
 from opendts.teams import service as teams
@@ -78,8 +78,7 @@ def ensure_port_free(host: str, port: int) -> None:
 
 def serve(settings: Settings, *, log_level: str = "info") -> None:
     """Migrate (embedded DB), create the demo account on first start, then serve."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.configure(log_level)
     ensure_port_free(settings.host, settings.port)
     db = open_database(settings)
     base = f"http://{settings.host}:{settings.port}"

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 
 import typer
 
 from opendts import __version__
-from opendts.cli.runtime import STOP_SIGNALS, open_database, safe_url
+from opendts.cli.runtime import STOP_SIGNALS, fail, open_database, safe_url
 from opendts.engine.engine import Engine
+from opendts.kit import logs
 from opendts.kit.db import is_sqlite
 from opendts.settings import Settings
 
 
-def run_worker(settings: Settings, *, log_level: str = "info") -> None:
-    """Execute runs from the queue; on SIGTERM stop claiming, finish or release, exit 0."""
+def run_worker(
+    settings: Settings, *, log_level: str = "info", metrics_port: int | None = None
+) -> None:
+    """Execute runs from the queue; on SIGTERM stop claiming, finish or release, exit 0.
+
+    With ``metrics_port``, Prometheus metrics (the queue, this process's runs) are served on
+    ``http://0.0.0.0:<port>/metrics``.
+    """
     # Signals are taken synchronously (sigwait), not by a handler: blocked in this thread
     # before any other thread exists, so every thread inherits the mask and the kernel
     # keeps SIGTERM/SIGINT pending until the main thread takes them.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.configure(log_level)
     db = open_database(settings)
     if is_sqlite(db.url):
         typer.echo(
@@ -29,6 +34,21 @@ def run_worker(settings: Settings, *, log_level: str = "info") -> None:
             f"{settings.poll_seconds:g}s. Use PostgreSQL to run workers at scale.",
             err=True,
         )
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        from opendts.kit.metrics import worker_registry
+
+        try:
+            start_http_server(metrics_port, registry=worker_registry(db))
+        except OSError as exc:
+            fail(
+                "ADDRESS_IN_USE",
+                f"Cannot serve metrics on port {metrics_port} ({exc.strerror}). "
+                "Pass another --metrics-port.",
+                as_json=False,
+            )
+        typer.echo(f"metrics on http://0.0.0.0:{metrics_port}/metrics", err=True)
     engine = Engine(db, settings)
     engine.start()
     typer.echo(

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from opendts.engine import queue
 from opendts.engine.errors import TerminalRunError, classify
 from opendts.engine.kinds import RunContext, RunKind, get_kind
+from opendts.kit import logs, metrics
 from opendts.kit.clock import utcnow
 from opendts.kit.db import Database
 from opendts.settings import Settings
@@ -308,7 +309,9 @@ class Engine:
     def _applied(self, batch: list[queue.Outcome], result: queue.Applied) -> None:
         for outcome in batch:
             kind = outcome.result
-            if outcome.run_id in result.lost:
+            lost = outcome.run_id in result.lost
+            metrics.RUNS.observe("lost" if lost else kind.value, outcome.duration)
+            if lost:
                 self.stats.lost += 1
                 log.warning(
                     "run %d attempt %d: lease lost, result dropped", outcome.run_id, outcome.attempt
@@ -401,6 +404,12 @@ class Engine:
         return self._kinds.get(name) or get_kind(name)
 
     def _execute(self, item: _InFlight) -> None:
+        run = item.claimed
+        # Log records of this run (in this pool thread) carry its ids.
+        with logs.context(run_id=run.run_id, backfill_id=run.backfill_id, team_id=run.team_id):
+            self._execute_run(item)
+
+    def _execute_run(self, item: _InFlight) -> None:
         run = item.claimed
         started = time.perf_counter()
         try:
