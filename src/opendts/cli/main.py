@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from opendts import __version__
-from opendts.cli import admin
+from opendts.cli import admin, remote
 from opendts.cli.runtime import connect, settings_from
 from opendts.kit import migrate as migrations
 
@@ -18,6 +18,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(admin.app, name="admin")
+app.add_typer(remote.backfill_app, name="backfill")
+app.add_typer(remote.run_app, name="run")
+app.add_typer(remote.transfer_app, name="transfer")
+app.add_typer(remote.destination_app, name="destination")
+app.command("login")(remote.login)
 
 
 def _version(value: bool) -> None:
@@ -81,12 +86,18 @@ def worker(
         typer.Option(min=1, help="Runs executed at once [env: OPENDTS_WORKER_CONCURRENCY; 8]."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="Serve Prometheus metrics on this port at /metrics [off]."
+        ),
+    ] = None,
 ) -> None:
     """Run backfills without serving the API: start any number, on any number of machines."""
     from opendts.cli.worker import run_worker
 
     ctx.find_root().obj.update({"worker_concurrency": concurrency})
-    run_worker(settings_from(ctx), log_level=log_level)
+    run_worker(settings_from(ctx), log_level=log_level, metrics_port=metrics_port)
 
 
 @app.command()
