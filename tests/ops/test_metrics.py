@@ -14,7 +14,7 @@ from opendts.kit.clock import utcnow
 from opendts.kit.db import Database
 from opendts.kit.metrics import FINAL_COUNTS_TTL
 from opendts.settings import Settings
-from tests.engine.support import final, running_engine
+from tests.engine.support import final, make_transfer, running_engine, wait_for
 from tests.factories import Account, make_backfill
 from tests.ops.support import names, value
 
@@ -100,6 +100,34 @@ def test_runs_and_durations_move_when_a_backfill_runs(
         assert value(after, "opendts_runs", status="COMPLETED") == 0
     with TestClient(create_app(settings, db)) as fresh:
         assert value(scrape(fresh), "opendts_runs", status="COMPLETED") == 5
+
+
+def test_runs_released_at_shutdown_are_counted(
+    db: Database, settings: Settings, account: Account, client: TestClient
+) -> None:
+    hanging = make_transfer(
+        db, account.team_id, kind="fault", parallel=2, hang_dates=[str(JAN_1), str(JAN_5)]
+    )
+    before = scrape(client)
+    released_before = value(before, "opendts_engine_runs_finished_total", outcome="released")
+    backfill = make_backfill(db, account, JAN_1, JAN_5, transfer_id=hanging)
+
+    def hanging_runs() -> bool:
+        # The three other dates completed, the two hanging ones are executing.
+        query = "SELECT status, count(*) FROM transfer_runs WHERE backfill_id = :b GROUP BY status"
+        with db.session() as session:
+            counts = dict(session.execute(text(query), {"b": backfill.id}).tuples().all())
+        return counts == {"COMPLETED": 3, "RUNNING": 2}
+
+    with running_engine(db, settings):
+        wait_for(hanging_runs, what="the two hanging dates to be running")
+    # Leaving the block stops the engine with no grace: the two hanging runs are released.
+    after = scrape(client)
+    assert value(after, "opendts_engine_runs_finished_total", outcome="released") == (
+        released_before + 2
+    )
+    assert value(after, "opendts_runs", status="RUNNING") == 0
+    assert value(after, "opendts_runs", status="QUEUED") == 2
 
 
 def test_queue_depth_and_oldest_age_reflect_queued_runs(

@@ -106,6 +106,9 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         log_level=log_level,
         access_log=False,
         server_header=False,
+        # No logging config of uvicorn's own: its records go through the handler
+        # ``logs.configure`` installed, so they are JSON lines too when logs are JSON.
+        log_config=None,
     )
     # uvicorn re-raises the signal that stopped it once it has drained requests; with these
     # handlers in place that re-raise is caught here, so the engine can finish or release its

@@ -526,6 +526,8 @@ class Engine:
         ]
         self._write(lambda s: queue.apply(s, released, now=utcnow()))
         self.stats.released += len(released)
+        for _ in released:
+            metrics.RUNS.observe("released", None)
         log.info("engine: released %d runs still executing after the grace period", len(released))
         return True
 

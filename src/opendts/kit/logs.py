@@ -30,6 +30,9 @@ _VARS: dict[str, ContextVar[Any]] = {
 #: ``LogRecord`` attributes that are not ``extra=`` fields.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
+#: ``extra=`` fields left out of JSON lines: uvicorn's copy of its message with ANSI colours.
+_DROPPED = frozenset({"color_message"})
+
 
 def bind(**values: Any) -> dict[str, Token[Any]]:
     """Set context fields (``request_id``, ``team_id``, ...) for this task or thread."""
@@ -84,8 +87,9 @@ class JsonFormatter(logging.Formatter):
             if value is not None:
                 entry[name] = value
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and key not in _FIELD_SET and not key.startswith("_"):
-                entry[key] = value
+            if key in _STANDARD or key in _FIELD_SET or key in _DROPPED or key.startswith("_"):
+                continue
+            entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
