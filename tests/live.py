@@ -26,15 +26,21 @@ def free_port() -> int:
 def opendts(
     env: dict[str, str], *args: str, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """Run the ``opendts`` CLI in a subprocess with ``env``."""
-    return subprocess.run(
+    """Run the ``opendts`` CLI in a subprocess with ``env``; with ``check``, a failure says why."""
+    result = subprocess.run(
         [sys.executable, "-m", "opendts", *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
-        check=check,
+        check=False,
     )
+    if check and result.returncode != 0:
+        raise RuntimeError(
+            f"opendts {' '.join(args)} exited {result.returncode}:\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
+    return result
 
 
 def admin_json(env: dict[str, str], *args: str) -> dict[str, object]:

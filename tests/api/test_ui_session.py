@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 
 from opendts.auth.permissions import Role
 from opendts.kit.db import Database
-from tests.factories import Account, make_account, make_backfill, revoke, set_status
+from tests.factories import Account, make_account, make_backfill, make_user, revoke, set_status
 
 
 def sign_in(client: TestClient, key: str) -> dict[str, object]:
@@ -88,3 +88,14 @@ def test_the_list_filters_by_status_and_transfer(
     assert client.get(url, params={"limit": 0}, headers=account.headers).status_code == 400
     ignored = client.get(url, params={"foo": "bar"}, headers=account.headers).json()["data"]
     assert ignored == contract
+
+
+def test_a_key_that_opens_no_team_gets_a_reason_and_no_cookie(
+    client: TestClient, db: Database
+) -> None:
+    loner = make_user(db)
+    response = client.post("/ui/session", json={"api_key": loner.api_key})
+    assert response.status_code == 403
+    assert "set-cookie" not in response.headers
+    error = response.json()["error"]
+    assert error["code"] == "FORBIDDEN" and "not a member of any team" in error["description"]

@@ -8,64 +8,22 @@ Needs Playwright for Python and a Chromium binary (``/usr/bin/chromium``, or
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
-
-from tests.live import LiveServer, admin_json, live_server
+from tests.live import LiveServer, admin_json
+from tests.web.support import DESKTOP, PHONE, WAIT_MS, create
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-CHROMIUM = Path(os.environ.get("OPENDTS_CHROMIUM", "/usr/bin/chromium"))
-ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
-WAIT_MS = 30_000
-
-
-def _unavailable(reason: str) -> None:
-    if ON_CI:
-        pytest.fail(f"{reason} (CI=true: the browser tests must run)", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("Playwright is not installed: .venv/bin/pip install playwright")
-    if not CHROMIUM.exists():
-        _unavailable(
-            f"no Chromium at {CHROMIUM}: apt-get install chromium (or set OPENDTS_CHROMIUM)"
-        )
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveServer]:
-    with live_server(tmp_path) as server:
-        yield server
 
 
 def screenshot(page: Page, name: str) -> None:
     if os.environ.get("OPENDTS_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
-
-
-def create(page: Page, transfer_id: int, start: str, end: str) -> None:
-    page.select_option("#transfer", str(transfer_id))
-    page.fill("#range_start", start)
-    page.fill("#range_end", end)
-    page.click("#create-form button[type=submit]")
 
 
 def test_dashboard_signs_in_creates_watches_and_cancels(browser: Browser, live: LiveServer) -> None:
@@ -172,6 +130,7 @@ def test_dashboard_signs_in_creates_watches_and_cancels(browser: Browser, live: 
     # Sign out: the cookie is gone, the API refuses the page's requests.
     page.click("#sign-out")
     expect(page.locator("#sign-in")).to_be_visible()
+    expect(page.locator("#nav")).to_be_hidden()  # no team name, no "Sign out" any more
     assert page.context.cookies() == []
     assert errors == []
     context.close()

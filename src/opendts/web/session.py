@@ -18,13 +18,18 @@ from starlette.responses import FileResponse, Response
 from opendts.api.context import SESSION_COOKIE, authorization_of, runtime
 from opendts.auth.service import Principal, authenticate
 from opendts.kit.envelope import json_response
-from opendts.kit.errors import InvalidParameter, NotFound, Unauthorized
+from opendts.kit.errors import Forbidden, InvalidParameter, NotFound, Unauthorized
 from opendts.kit.requests import json_object
 from opendts.teams.models import Team
 
 STATIC = Path(__file__).resolve().parent / "static"
 
 router = APIRouter(include_in_schema=False)
+
+NO_TEAM = (
+    "This key's user is not a member of any team, so the dashboard has nothing to show. "
+    "Ask a team admin to add you to a team."
+)
 
 
 def _teams(request: Request, authorization: str | None) -> dict[str, Any]:
@@ -58,6 +63,9 @@ async def sign_in(request: Request) -> Response:
     if not isinstance(key, str) or not key.strip():
         raise InvalidParameter("'api_key' is required: the key opendts printed for you.")
     data = await run_in_threadpool(_teams, request, f"Bearer {key.strip()}")
+    if not data["teams"]:
+        # A valid key that opens no team: no cookie, and a reason instead of an empty page.
+        raise Forbidden(NO_TEAM, code="FORBIDDEN", message="Not a member of any team")
     response = json_response(data)
     response.set_cookie(
         SESSION_COOKIE,

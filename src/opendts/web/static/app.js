@@ -203,7 +203,13 @@ function showSignIn(message) {
 }
 
 function signedIn(teams) {
+  if (!teams.length) {
+    // The key lost its last team since it signed in: forget it and say why.
+    api("DELETE", "/ui/session").catch(() => null);
+    return signedOut("This key's user is not a member of any team. Ask a team admin to add you to a team.");
+  }
   state.teams = teams;
+  state.filters = { status: "all", transfer: "" }; // another key: start from the whole list
   const saved = Number(localStorage.getItem("opendts.team"));
   state.team = teams.find((t) => t.team_id === saved) || (teams.length === 1 ? teams[0] : null);
   state.transfers.clear();
@@ -211,6 +217,8 @@ function signedIn(teams) {
 }
 
 function pickTeam(team) {
+  // Transfer ids belong to one team: another team's list must not be filtered by them.
+  if (!state.team || state.team.team_id !== team.team_id) state.filters.transfer = "";
   state.team = team;
   state.transfers.clear();
   localStorage.setItem("opendts.team", String(team.team_id));
