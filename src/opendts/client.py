@@ -138,6 +138,26 @@ class Client:
         """The team's CREATED, SCHEDULED, RUNNING and FAILED backfills, newest first."""
         return self._list("GET", f"/teams/{self._team(team)}/backfills")
 
+    def list_backfills(
+        self,
+        *,
+        status: str | None = None,
+        transfer_id: int | None = None,
+        limit: int | None = None,
+        team: int | None = None,
+    ) -> list[JsonObject]:
+        """Any of the team's backfills, newest first (an opendts extension of the list).
+
+        ``status``: ``"all"`` (the default) or a comma list (``"FAILED,CANCELLED"``);
+        ``transfer_id``: one transfer's; ``limit``: 1 to 1,000 (100 by default).
+        """
+        params: dict[str, str | int] = {"status": status or "all"}
+        if transfer_id is not None:
+            params["transfer_id"] = transfer_id
+        if limit is not None:
+            params["limit"] = limit
+        return self._list("GET", f"/teams/{self._team(team)}/backfills", params=params)
+
     def get_backfill(self, backfill_id: int, *, team: int | None = None) -> JsonObject:
         return self._object("GET", f"/teams/{self._team(team)}/backfills/{backfill_id}")
 
@@ -198,6 +218,20 @@ class Client:
     def create_transfer(self, body: JsonObject, *, team: int | None = None) -> JsonObject:
         """Create a transfer (TransferConfigurationRequest); ``{transfer_id, transfer_name}``."""
         return self._object("POST", f"/teams/{self._team(team)}/transfers", json=body)
+
+    def validate_transfer(
+        self, body: JsonObject, *, transfer_id: int | None = None, team: int | None = None
+    ) -> JsonObject:
+        """``{is_valid, errors: [{field_id, error_code, message}]}`` for a new transfer, or for
+        an update of ``transfer_id``; an invalid configuration is an answer, not an error."""
+        where = f"{transfer_id}/validations" if transfer_id is not None else "validations"
+        path = f"/teams/{self._team(team)}/transfers/{where}"
+        return self._object("POST", path, json=body, envelope=False)
+
+    def available_sources(self, *, team: int | None = None) -> JsonObject:
+        """``{data_sources: [{data_source_id, name, settings}]}``: the installed sources."""
+        path = f"/teams/{self._team(team)}/transfers/available-sources"
+        return self._object("GET", path, envelope=False)
 
     def update_transfer(
         self, transfer_id: int, body: JsonObject, *, team: int | None = None

@@ -415,3 +415,149 @@ def test_python_client_write_endpoints(live: LiveServer, tmp_path: Path) -> None
         with pytest.raises(ApiError) as no_team:
             Client(live.base_url, live.api_key).list_transfers()
         assert no_team.value.code == "TEAM_REQUIRED"
+
+
+def test_watch_follows_several_backfills_and_exits_as_the_worst_ended(
+    live: LiveServer, home: Path
+) -> None:
+    env = base_env(home)
+    failing = fault_transfer(
+        live, "one bad day", {"latency_ms": 20, "fail_dates": ["2024-05-02"], "failure": "terminal"}
+    )
+    fine = fault_transfer(live, "fine", {"latency_ms": 20})
+    window = ["--start", "2024-05-01", "--end", "2024-05-04"]
+    bad = remote(live, home, "backfill", "create", "--transfer", str(failing), *window)
+    good = remote(live, home, "backfill", "create", "--transfer", str(fine), *window)
+    ids = [str(bad["transfer_backfill_id"]), str(good["transfer_backfill_id"])]
+
+    watched = cli(env, "backfill", "watch", *ids, *flags(live))
+    assert watched.returncode == 1, watched.stdout + watched.stderr
+    assert f"backfill {ids[0]} FAILED: 3 of 4 runs completed, 1 failed" in watched.stdout
+    assert f"backfill {ids[1]} COMPLETED: 4 of 4 runs completed, 0 failed" in watched.stdout
+    assert "2024-05-02" in watched.stdout  # the failed one's error report
+    # One progress bar per backfill.
+    assert f"backfill {ids[0]}" in watched.stderr and f"backfill {ids[1]}" in watched.stderr
+
+    lines = cli(env, "backfill", "watch", *ids, "--json", *flags(live))
+    assert lines.returncode == 1
+    last = {
+        b["transfer_backfill_id"]: b["status"] for b in map(json.loads, lines.stdout.splitlines())
+    }
+    assert last == {int(ids[0]): "FAILED", int(ids[1]): "COMPLETED"}
+    # Completed and cancelled together: 2.
+    slow = fault_transfer(live, "slow to cancel", {"latency_ms": 60000})
+    stopped = remote(live, home, "backfill", "create", "--transfer", str(slow), *window)
+    remote(live, home, "backfill", "cancel", str(stopped["transfer_backfill_id"]))
+    mixed = cli(
+        env, "backfill", "watch", ids[1], str(stopped["transfer_backfill_id"]), *flags(live)
+    )
+    assert mixed.returncode == 2, mixed.stdout + mixed.stderr
+
+
+def test_watch_without_ids_follows_what_is_running(live: LiveServer, home: Path) -> None:
+    env = base_env(home)
+    # Three runs of 1.5 s one after the other: still running when the watch starts.
+    transfer = fault_transfer(live, "short", {"latency_ms": 1500})
+    created = remote(
+        live, home, "backfill", "create", "--transfer", str(transfer),
+        "--start", "2024-06-01", "--end", "2024-06-03",
+    )  # fmt: skip
+    watched = cli(env, "backfill", "watch", "--json", *flags(live))
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    seen = [json.loads(line) for line in watched.stdout.splitlines()]
+    mine = [b for b in seen if b["transfer_backfill_id"] == created["transfer_backfill_id"]]
+    assert mine and mine[-1]["status"] == "COMPLETED"
+    # Nothing running: says so and exits 0.
+    idle = cli(env, "backfill", "watch", *flags(live))
+    assert idle.returncode == 0 and "No backfill is running." in idle.stdout
+
+
+def test_list_filters_by_status_and_transfer(live: LiveServer, home: Path) -> None:
+    transfer = fault_transfer(live, "listed", {})
+    created = remote(
+        live, home, "backfill", "create", "--transfer", str(transfer),
+        "--start", "2024-07-01", "--end", "2024-07-02",
+    )  # fmt: skip
+    backfill_id = created["transfer_backfill_id"]
+    watched = cli(base_env(home), "backfill", "watch", str(backfill_id), *flags(live))
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    mine = remote(live, home, "backfill", "list", "--transfer", str(transfer), "--status", "all")
+    assert [(b["transfer_id"], b["status"]) for b in mine] == [(transfer, "COMPLETED")]
+    assert mine[0]["transfer_backfill_id"] == backfill_id
+    assert remote(live, home, "backfill", "list", "--transfer", str(transfer)) == mine
+    none = remote(live, home, "backfill", "list", "--transfer", str(transfer), "--status", "FAILED")
+    assert none == []
+    bad = cli(base_env(home), "backfill", "list", "--status", "DONE", *flags(live))
+    assert bad.returncode == 1 and "INVALID_PARAMETER" in bad.stderr and "'status'" in bad.stderr
+
+
+def test_transfer_and_destination_from_files(live: LiveServer, home: Path, tmp_path: Path) -> None:
+    env = base_env(home)
+
+    def write(name: str, body: Any) -> str:
+        path = tmp_path / name
+        path.write_text(json.dumps(body))
+        return str(path)
+
+    warehouse = str(tmp_path / "cli.duckdb")
+    destination_body = {
+        "type": "duckdb",
+        "display_name": "CLI warehouse",
+        "fields": {"path": warehouse},
+    }
+    tested = cli(
+        env, "destination", "test", "--file", write("d.json", destination_body), *flags(live)
+    )
+    assert tested.returncode == 0 and "connection succeeded" in tested.stdout
+    unusable = {"type": "duckdb", "display_name": "x", "fields": {"path": str(tmp_path)}}
+    failed = cli(env, "destination", "test", "-f", write("bad.json", unusable), *flags(live))
+    assert failed.returncode == 1 and "connection failed" in failed.stdout
+    destination = remote(live, home, "destination", "create", "--file", str(tmp_path / "d.json"))
+    destination_id = destination["id"]
+    renamed = {**destination_body, "display_name": "CLI warehouse 2"}
+    remote(
+        live, home, "destination", "update", str(destination_id), "-f", write("d2.json", renamed)
+    )
+    assert remote(live, home, "destination", "get", str(destination_id))["display_name"] == (
+        "CLI warehouse 2"
+    )
+
+    transfer_body = {
+        "display_name": "CLI demo",
+        "data_source_id": "demo",
+        "destination_id": destination_id,
+        "table": "cli_demo",
+        "source_config": {"rows_per_day": 10},
+    }
+    valid = remote(live, home, "transfer", "validate", "--file", write("t.json", transfer_body))
+    assert valid["is_valid"] is True
+    broken = {**transfer_body, "source_config": {"rows_per_day": -1}}
+    invalid = cli(env, "transfer", "validate", "-f", write("t_bad.json", broken), *flags(live))
+    assert invalid.returncode == 1 and "rows_per_day" in invalid.stdout
+    created = remote(live, home, "transfer", "create", "--file", str(tmp_path / "t.json"))
+    transfer_id = created["transfer_id"]
+    update = {**transfer_body, "display_name": "CLI demo renamed"}
+    remote(live, home, "transfer", "update", str(transfer_id), "-f", write("t2.json", update))
+    assert remote(live, home, "transfer", "get", str(transfer_id))["display_name"] == (
+        "CLI demo renamed"
+    )
+    # The source catalogue, and data loaded by a backfill of the new transfer.
+    sources = remote(live, home, "transfer", "sources")
+    assert "demo" in [s["data_source_id"] for s in sources["data_sources"]]
+    ran = cli(
+        env, "backfill", "create", "--transfer", str(transfer_id), "--start", "2024-01-01",
+        "--end", "2024-01-03", "--watch", *flags(live),
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+
+    # Bad files are named, with what is wrong, never a traceback.
+    (tmp_path / "not.json").write_text("{nope")
+    not_json = cli(env, "transfer", "create", "--file", str(tmp_path / "not.json"), *flags(live))
+    assert not_json.returncode == 1 and "INVALID_FILE" in not_json.stderr
+    assert "not.json is not valid JSON" in not_json.stderr
+    missing = cli(env, "destination", "create", "--file", str(tmp_path / "nope"), *flags(live))
+    assert missing.returncode == 1 and "INVALID_FILE" in missing.stderr
+    a_list = cli(env, "transfer", "create", "--file", write("list.json", [1]), *flags(live))
+    assert a_list.returncode == 1 and "must hold a JSON object" in a_list.stderr
+    refused = cli(env, "transfer", "create", "--file", str(tmp_path / "t_bad.json"), *flags(live))
+    assert refused.returncode == 1 and "HTTP 400" in refused.stderr

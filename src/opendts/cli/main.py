@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from opendts import __version__
-from opendts.cli import admin, remote
+from opendts.cli import admin, backfills, destinations, remote, runs, transfers
 from opendts.cli.runtime import connect, settings_from
 from opendts.kit import migrate as migrations
 
@@ -18,10 +18,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(admin.app, name="admin")
-app.add_typer(remote.backfill_app, name="backfill")
-app.add_typer(remote.run_app, name="run")
-app.add_typer(remote.transfer_app, name="transfer")
-app.add_typer(remote.destination_app, name="destination")
+app.add_typer(backfills.app, name="backfill")
+app.add_typer(runs.app, name="run")
+app.add_typer(transfers.app, name="transfer")
+app.add_typer(destinations.app, name="destination")
 app.command("login")(remote.login)
 
 
@@ -36,11 +36,13 @@ def root(
     ctx: typer.Context,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="Folder for embedded state [env: OPENDTS_DATA_DIR; ./opendts-data]."),
+        typer.Option(
+            help="Folder for embedded state (env OPENDTS_DATA_DIR; default ./opendts-data)."
+        ),
     ] = None,
     database_url: Annotated[
         str | None,
-        typer.Option(help="Metadata database URL [env: OPENDTS_DATABASE_URL; SQLite]."),
+        typer.Option(help="Metadata database URL (env OPENDTS_DATABASE_URL; default SQLite)."),
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
@@ -53,19 +55,23 @@ def root(
 @app.command()
 def serve(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="Bind address [127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [8080].")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (env OPENDTS_HOST; default 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (env OPENDTS_PORT; default 8080).")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
     workers: Annotated[
         bool | None,
         typer.Option(
             "--workers/--no-workers",
-            help="Run backfills in this process [env: OPENDTS_WORKERS; on].",
+            help="Run backfills in this process (env OPENDTS_WORKERS; default on).",
         ),
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(min=1, help="Runs executed at once [env: OPENDTS_WORKER_CONCURRENCY; 8]."),
+        typer.Option(
+            min=1, help="Runs executed at once (env OPENDTS_WORKER_CONCURRENCY; default 8)."
+        ),
     ] = None,
 ) -> None:
     """Start the API server (and its workers) with embedded defaults (SQLite in ./opendts-data)."""
@@ -83,13 +89,17 @@ def worker(
     ctx: typer.Context,
     concurrency: Annotated[
         int | None,
-        typer.Option(min=1, help="Runs executed at once [env: OPENDTS_WORKER_CONCURRENCY; 8]."),
+        typer.Option(
+            min=1, help="Runs executed at once (env OPENDTS_WORKER_CONCURRENCY; default 8)."
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
     metrics_port: Annotated[
         int | None,
         typer.Option(
-            min=1, max=65535, help="Serve Prometheus metrics on this port at /metrics [off]."
+            min=1,
+            max=65535,
+            help="Serve Prometheus metrics on this port at /metrics (default: off).",
         ),
     ] = None,
 ) -> None:
