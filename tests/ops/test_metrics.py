@@ -158,6 +158,17 @@ def test_queue_depth_and_oldest_age_reflect_queued_runs(
     age = value(scraped, "opendts_queue_oldest_age_seconds")
     assert 119 <= age < 180
 
+    # A paused transfer's runs wait on purpose: queued, but neither depth nor age.
+    with db.session(write=True) as session:
+        session.execute(
+            text("UPDATE transfers SET state = 'paused' WHERE id = :id"),
+            {"id": account.transfer_id},
+        )
+    paused = scrape(client)
+    assert value(paused, "opendts_runs", status="QUEUED") == 5
+    assert value(paused, "opendts_queue_depth") == 0
+    assert value(paused, "opendts_queue_oldest_age_seconds") == 0
+
 
 def test_api_latency_is_labelled_by_route_template_and_status(
     account: Account, client: TestClient

@@ -34,12 +34,13 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import case, func, literal_column, select, text
+from sqlalchemy import and_, case, func, literal_column, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from opendts.kit.clock import as_utc, utcnow
 from opendts.kit.db import Database
 from opendts.runs.models import TransferRun
+from opendts.transfers.models import Transfer, TransferState
 
 #: How long the (history-sized) counts of COMPLETED, FAILED and CANCELLED runs are reused.
 FINAL_COUNTS_TTL = 10.0
@@ -50,6 +51,9 @@ FINAL_STATUSES = ("COMPLETED", "FAILED", "CANCELLED")
 #: Runs take from milliseconds (a day of a small source) to hours (the run timeout is 6 h).
 RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+DEPTH_HELP = "Queued runs a worker may claim now (due, transfer not paused)."
+AGE_HELP = "How long the longest-waiting claimable queued run has waited (0: none)."
 
 #: The route label of requests no route matched (404s): raw paths would explode cardinality.
 UNMATCHED = "unmatched"
@@ -103,17 +107,23 @@ class QueueCollector(Collector):
         # Describing without a database query: registration must not touch the database.
         return [
             GaugeMetricFamily("opendts_runs", "Transfer runs by status.", labels=["status"]),
-            GaugeMetricFamily("opendts_queue_depth", "Queued runs a worker may claim now."),
+            GaugeMetricFamily(
+                "opendts_queue_depth",
+                DEPTH_HELP,
+            ),
             GaugeMetricFamily(
                 "opendts_queue_oldest_age_seconds",
-                "How long the longest-waiting claimable queued run has waited.",
+                AGE_HELP,
             ),
             GaugeMetricFamily("opendts_metrics_database_up", "Whether the scrape read the DB."),
         ]
 
     def _live(self, now: datetime) -> tuple[int, int, int, datetime | None]:
         runs = TransferRun.__table__.c
-        ready = runs.available_at <= now
+        # Claimable: its (retry) time has come and its transfer is not paused (a paused
+        # transfer's runs wait on purpose and must not look like a stuck queue).
+        paused = select(Transfer.id).where(Transfer.state != TransferState.ACTIVE.value)
+        ready = and_(runs.available_at <= now, runs.transfer_id.not_in(paused))
         # Literal predicates: SQLite uses a partial index only when the query repeats it.
         queued = select(
             func.count(),
@@ -163,12 +173,14 @@ class QueueCollector(Collector):
             by_status.add_metric([status], value)
         yield by_status
         yield GaugeMetricFamily(
-            "opendts_queue_depth", "Queued runs a worker may claim now.", value=available
+            "opendts_queue_depth",
+            DEPTH_HELP,
+            value=available,
         )
         age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
         yield GaugeMetricFamily(
             "opendts_queue_oldest_age_seconds",
-            "How long the longest-waiting claimable queued run has waited.",
+            AGE_HELP,
             value=age,
         )
 
