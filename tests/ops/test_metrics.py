@@ -116,7 +116,7 @@ def test_runs_released_at_shutdown_are_counted(
         # The three other dates completed, the two hanging ones are executing.
         query = "SELECT status, count(*) FROM transfer_runs WHERE backfill_id = :b GROUP BY status"
         with db.session() as session:
-            counts = dict(session.execute(text(query), {"b": backfill.id}).tuples().all())
+            counts = {str(s): n for s, n in session.execute(text(query), {"b": backfill.id})}
         return counts == {"COMPLETED": 3, "RUNNING": 2}
 
     with running_engine(db, settings):
