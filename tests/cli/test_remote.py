@@ -561,3 +561,23 @@ def test_transfer_and_destination_from_files(live: LiveServer, home: Path, tmp_p
     assert a_list.returncode == 1 and "must hold a JSON object" in a_list.stderr
     refused = cli(env, "transfer", "create", "--file", str(tmp_path / "t_bad.json"), *flags(live))
     assert refused.returncode == 1 and "HTTP 400" in refused.stderr
+
+
+def test_a_broken_config_is_named_and_flags_work_around_it(live: LiveServer, home: Path) -> None:
+    env = base_env(home)
+    config = Path(env["OPENDTS_CONFIG"])
+    config.parent.mkdir(parents=True)
+    config.write_text("{not json")
+    broken = cli(env, "transfer", "list")
+    assert broken.returncode == 1 and "CONFIG_INVALID" in broken.stderr
+    assert str(config) in broken.stderr and "opendts login" in broken.stderr
+    # Everything given by flags: the file is not needed, so not read.
+    assert isinstance(ok_json(env, "transfer", "list", *flags(live)), list)
+    # A team that is not a number is named with where it came from.
+    keyed = ["--server", server_url(live), "--api-key", live.api_key]
+    bad_team = cli({**env, "OPENDTS_TEAM": "marketing"}, "transfer", "list", *keyed)
+    assert bad_team.returncode == 1 and "INVALID_SETTING" in bad_team.stderr
+    assert "OPENDTS_TEAM must be an integer team id, got 'marketing'" in bad_team.stderr
+    # login replaces it.
+    assert cli(env, "login", *flags(live)).returncode == 0
+    assert isinstance(ok_json(env, "transfer", "list"), list)

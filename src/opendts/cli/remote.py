@@ -118,12 +118,20 @@ class Connection:
 
 
 def resolve(server: str | None, api_key: str | None, team: int | None) -> Connection:
-    """Flags, else environment, else the config file, else defaults."""
-    config = read_config(config_path())
+    """Flags, else environment, else the config file, else defaults.
+
+    The config file is read only for what flags and environment leave open, so a broken file
+    does not stand in the way of a command that names everything itself.
+    """
+    server = server or os.environ.get("OPENDTS_SERVER") or None
+    api_key = api_key or os.environ.get("OPENDTS_API_KEY") or None
     env_team = os.environ.get("OPENDTS_TEAM") or None
-    team_value: Any = team
+    team_value: Any = team if team is not None else env_team
+    config: JsonObject = {}
+    if server is None or api_key is None or team_value is None:
+        config = read_config(config_path())
     if team_value is None:
-        team_value = env_team if env_team is not None else config.get("team")
+        team_value = config.get("team")
     if team_value is not None:
         try:
             team_value = int(team_value)
@@ -133,11 +141,8 @@ def resolve(server: str | None, api_key: str | None, team: int | None) -> Connec
                 "INVALID_SETTING", f"{source} must be an integer team id, got {team_value!r}."
             ) from None
     return Connection(
-        server=server
-        or os.environ.get("OPENDTS_SERVER")
-        or str(config.get("server") or "")
-        or DEFAULT_SERVER,
-        api_key=api_key or os.environ.get("OPENDTS_API_KEY") or config.get("api_key") or None,
+        server=server or str(config.get("server") or "") or DEFAULT_SERVER,
+        api_key=api_key or config.get("api_key") or None,
         team=team_value,
     )
 
@@ -348,7 +353,11 @@ def login(
         if verify:
             with Client(conn.server, key, team=conn.team) as client:
                 client.list_incomplete_backfills()
-        settings = {**read_config(path), "server": conn.server, "api_key": key, "team": conn.team}
+        try:
+            kept = read_config(path)  # other settings of the file survive a new login
+        except ApiError:
+            kept = {}  # a broken file is what login replaces
+        settings = {**kept, "server": conn.server, "api_key": key, "team": conn.team}
         try:
             write_config(path, settings)
         except OSError as exc:
