@@ -181,47 +181,20 @@ def test_api_latency_is_labelled_by_route_template_and_status(
     assert client.get("/no/such/route/123").status_code == 404
 
     scraped = scrape(client)
-    route = "/v1/teams/{team_id}/backfills"
-    assert (
-        value(
+
+    def requests(route: str, status: str) -> float:
+        return value(
             scraped,
             "opendts_http_request_duration_seconds_count",
             method="GET",
             route=route,
-            status="200",
+            status=status,
         )
-        == 1
-    )
-    assert (
-        value(
-            scraped,
-            "opendts_http_request_duration_seconds_count",
-            method="GET",
-            route=route,
-            status="401",
-        )
-        == 1
-    )
-    assert (
-        value(
-            scraped,
-            "opendts_http_request_duration_seconds_count",
-            method="GET",
-            route="unmatched",
-            status="404",
-        )
-        == 1
-    )
-    assert (
-        value(
-            scraped,
-            "opendts_http_request_duration_seconds_count",
-            method="GET",
-            route="/v1/teams/{team_id}/backfills/{backfill_id}",
-            status="404",
-        )
-        == 1
-    )
+
+    assert requests("/v1/teams/{team_id}/backfills", "200") == 1
+    assert requests("/v1/teams/{team_id}/backfills", "401") == 1
+    assert requests("unmatched", "404") == 1
+    assert requests("/v1/teams/{team_id}/backfills/{backfill_id}", "404") == 1
     # Never a raw path: no id of a request appears in a label.
     latency_lines = [
         line for line in scraped.splitlines() if line.startswith("opendts_http_request_")

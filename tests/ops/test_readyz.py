@@ -54,26 +54,24 @@ def test_not_ready_while_migrations_are_behind_head(sqlite_template: Path, tmp_p
     db.dispose()
 
 
-def test_not_ready_when_the_sqlite_database_cannot_be_opened(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'missing-folder' / 'opendts.db'}"
+def not_ready(tmp_path: Path, url: str) -> str:
+    """``/readyz`` of an app on ``url``: 503 NOT_READY (``/healthz`` still 200); its body."""
     app = create_app(Settings(data_dir=tmp_path, database_url=url))
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.get("/readyz")
-        assert response.status_code == 503
-        error = response.json()["error"]
-        assert error["code"] == "NOT_READY"
-        assert "cannot be reached" in error["description"]
         assert client.get("/healthz").status_code == 200
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "NOT_READY"
+    assert "cannot be reached" in error["description"]
+    return response.text
+
+
+def test_not_ready_when_the_sqlite_database_cannot_be_opened(tmp_path: Path) -> None:
+    not_ready(tmp_path, f"sqlite:///{tmp_path / 'missing-folder' / 'opendts.db'}")
 
 
 def test_not_ready_when_postgresql_is_unreachable(tmp_path: Path) -> None:
     # Nothing listens on port 1: the connection is refused at once.
     url = "postgresql+psycopg://opendts:secret@127.0.0.1:1/opendts?connect_timeout=2"
-    app = create_app(Settings(data_dir=tmp_path, database_url=url))
-    with TestClient(app, raise_server_exceptions=False) as client:
-        response = client.get("/readyz")
-    assert response.status_code == 503
-    error = response.json()["error"]
-    assert error["code"] == "NOT_READY"
-    assert "cannot be reached" in error["description"]
-    assert "secret" not in response.text
+    assert "secret" not in not_ready(tmp_path, url)

@@ -234,7 +234,7 @@ class _Watched:
 
     backfill: JsonObject
     started: float = field(default_factory=time.monotonic)
-    baseline: int = 0
+    baseline: int = field(init=False)
     task: TaskID | None = None
 
     def __post_init__(self) -> None:
