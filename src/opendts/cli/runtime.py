@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -52,15 +53,39 @@ def connect(settings: Settings) -> Database:
     return db
 
 
+#: How many times a migration whose connection was lost is tried before giving up.
+MIGRATE_ATTEMPTS = 6
+
+
 def open_database(settings: Settings) -> Database:
     """The metadata database, migrated to this version's schema.
 
     Migrating on start is safe on both backends: SQLite has one writer, and PostgreSQL
     migrations run under an advisory lock in one transaction (see ``kit.migrate.upgrade``).
+    A connection lost while migrating (the server restarting, a failover, an operator
+    terminating backends) is retried: the upgrade is one transaction, so a retry starts from
+    a consistent schema. After ``MIGRATE_ATTEMPTS`` losses the command stops with the reason.
     """
     db = connect(settings)
-    migrate.upgrade(db)
-    return db
+    delay = 0.2
+    for attempt in range(1, MIGRATE_ATTEMPTS + 1):
+        try:
+            migrate.upgrade(db)
+            return db
+        except OperationalError as exc:
+            if not exc.connection_invalidated or attempt == MIGRATE_ATTEMPTS:
+                db.dispose()
+                lost = f" (connection lost {attempt} times)" if exc.connection_invalidated else ""
+                fail(
+                    "DATABASE_UNAVAILABLE",
+                    f"Cannot migrate the metadata database {safe_url(db.url)}{lost}: "
+                    f"{str(exc.orig).strip()}. "
+                    "Check that the database server is running, then start again.",
+                    as_json=False,
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")  # the loop returns or fails
 
 
 def safe_url(url: str) -> str:
