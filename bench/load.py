@@ -40,12 +40,23 @@ import psycopg
 import pyarrow as pa
 
 from opendts.connectors.base import WriteRequest, parse_settings
+from opendts.connectors.boundary import Boundary
 from opendts.connectors.destinations import duckdb as duckdb_dest
 from opendts.connectors.destinations import postgresql as pg_dest
 
 PG_ADMIN = os.environ.get("OPENDTS_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 DAY = date(2024, 1, 1)
 EPOCH = date(1970, 1, 1).toordinal()
+
+
+def boundary() -> Boundary:
+    """The benchmark's team: files under the system's temporary folder, local PostgreSQL."""
+    return Boundary(
+        team_id=1,
+        data_dir=Path(tempfile.gettempdir()).resolve(),
+        allowed_networks=("127.0.0.0/8", "::1/128", "localhost"),
+        sql_dialects=("postgresql", "sqlite"),
+    )
 
 
 def ad_metrics(rows: int, day: date, seed: int = 0) -> pa.Table:
@@ -109,7 +120,13 @@ def duckdb_load(data: pa.Table, rounds: int, folder: Path) -> tuple[list[float],
 
         def run_dest(i: int = i) -> None:
             settings = duckdb_settings(folder / f"dest_{i}.duckdb")
-            dest.append(timed(lambda: destination.write(settings, WriteRequest("ads", DAY), data)))
+            dest.append(
+                timed(
+                    lambda: destination.write(
+                        settings, WriteRequest("ads", DAY, boundary=boundary()), data
+                    )
+                )
+            )
             duckdb_dest.close_all()
 
         def run_raw(i: int = i) -> None:
@@ -133,7 +150,9 @@ def duckdb_replace(
     destination = duckdb_dest.DuckDBDestination()
     history = many_days(day_rows, DAY + timedelta(days=1), days - 1)
     dest_settings = duckdb_settings(folder / "replace_dest.duckdb")
-    destination.write(dest_settings, WriteRequest("ads", DAY), with_day(day_rows, DAY))
+    destination.write(
+        dest_settings, WriteRequest("ads", DAY, boundary=boundary()), with_day(day_rows, DAY)
+    )
     duckdb_dest.close_all()
     with duckdb.connect(str(folder / "replace_dest.duckdb")) as con:
         con.register("history", history)
@@ -144,14 +163,16 @@ def duckdb_replace(
     raw_con.execute("INSERT INTO ads SELECT * FROM history")
     raw_con.unregister("history")
     raw_con.execute("CHECKPOINT")
-    destination.write(dest_settings, WriteRequest("ads", DAY), with_day(day_rows, DAY))  # warm
+    destination.write(
+        dest_settings, WriteRequest("ads", DAY, boundary=boundary()), with_day(day_rows, DAY)
+    )  # warm
     dest, raw = [], []
     for i in range(rounds):
         day = DAY + timedelta(days=10 + i)
         incoming = with_day(day_rows, day)
 
         def run_dest(day: date = day, incoming: pa.Table = incoming) -> None:
-            request = WriteRequest("ads", day)
+            request = WriteRequest("ads", day, boundary=boundary())
             dest.append(timed(lambda: destination.write(dest_settings, request, incoming)))
 
         def run_raw(day: date = day, incoming: pa.Table = incoming) -> None:
@@ -203,13 +224,15 @@ def pg_settings(database: str) -> Any:
 def pg_load(database: str, data: pa.Table, rounds: int) -> tuple[list[float], list[float]]:
     settings = pg_settings(database)
     destination = pg_dest.PostgreSQLDestination()
-    destination.write(settings, WriteRequest("warmup", DAY), data.slice(0, 10))  # opens the pool
+    destination.write(
+        settings, WriteRequest("warmup", DAY, boundary=boundary()), data.slice(0, 10)
+    )  # opens the pool
     conn = adbc_pg.connect(pg_dest.conninfo(settings))
     dest, raw = [], []
     for i in range(rounds):
 
         def run_dest(i: int = i) -> None:
-            request = WriteRequest(f"dest_{i}", DAY)
+            request = WriteRequest(f"dest_{i}", DAY, boundary=boundary())
             dest.append(timed(lambda: destination.write(settings, request, data)))
 
         def run_raw(i: int = i) -> None:
@@ -231,7 +254,9 @@ def pg_replace(
 ) -> tuple[list[float], list[float]]:
     settings = pg_settings(database)
     destination = pg_dest.PostgreSQLDestination()
-    destination.write(settings, WriteRequest("ads", DAY), with_day(day_rows, DAY))
+    destination.write(
+        settings, WriteRequest("ads", DAY, boundary=boundary()), with_day(day_rows, DAY)
+    )
     conn = adbc_pg.connect(pg_dest.conninfo(settings))
     with conn.cursor() as cur:
         cur.adbc_ingest(
@@ -241,14 +266,19 @@ def pg_replace(
     with psycopg.connect(pg_dest.conninfo(settings), autocommit=True) as admin:
         admin.execute("VACUUM ANALYZE ads")
         admin.execute("CHECKPOINT")  # the setup's WAL is not the rounds' to write
-    destination.write(settings, WriteRequest("ads", DAY), with_day(day_rows, DAY))  # warm
+    destination.write(
+        settings, WriteRequest("ads", DAY, boundary=boundary()), with_day(day_rows, DAY)
+    )  # warm
     dest, raw = [], []
     for i in range(rounds):
         dest_day = DAY + timedelta(days=10 + 2 * i)
         raw_day = dest_day + timedelta(days=1)
 
         def run_dest(day: date = dest_day) -> None:
-            incoming, request = with_day(day_rows, day), WriteRequest("ads", day)
+            incoming, request = (
+                with_day(day_rows, day),
+                WriteRequest("ads", day, boundary=boundary()),
+            )
             dest.append(timed(lambda: destination.write(settings, request, incoming)))
 
         def run_raw(day: date = raw_day) -> None:

@@ -33,6 +33,22 @@ class Settings(BaseSettings):
         "folder if unset. Every process of one installation must use the same key.",
     )
 
+    # The tenant boundary (docs/security.md): what teams' connectors may reach. Deny by default.
+    allowed_networks: str = Field(
+        default="",
+        description="Comma-separated CIDRs and host names that connections may reach besides "
+        "public addresses, e.g. 127.0.0.1/32,db.internal.",
+    )
+    file_roots: str = Field(
+        default="",
+        description="Comma-separated folders whose <root>/<team_id>/ the file source may read, "
+        "besides the team's own files/ folder.",
+    )
+    sql_dialects: str = Field(
+        default="postgresql,mysql,mariadb,sqlite",
+        description="Comma-separated SQLAlchemy backends the sql source may use.",
+    )
+
     # The engine (see opendts.engine).
     workers: bool = Field(default=True, description="Run the engine inside `opendts serve`.")
     worker_concurrency: int = Field(
@@ -71,6 +87,21 @@ class Settings(BaseSettings):
         return value.expanduser()
 
     @property
+    def allowed_network_list(self) -> list[str]:
+        """``allowed_networks`` as entries."""
+        return _entries(self.allowed_networks)
+
+    @property
+    def file_root_list(self) -> list[str]:
+        """``file_roots`` as entries."""
+        return _entries(self.file_roots)
+
+    @property
+    def sql_dialect_list(self) -> list[str]:
+        """``sql_dialects`` as entries, lower case."""
+        return [entry.lower() for entry in _entries(self.sql_dialects)]
+
+    @property
     def heartbeat_seconds(self) -> float:
         """Leases are renewed three times per lease period."""
         return self.lease_seconds / 3
@@ -81,6 +112,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return normalize_database_url(self.database_url)
         return f"sqlite:///{(self.data_dir / 'opendts.db').resolve()}"
+
+
+def _entries(value: str) -> list[str]:
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
 
 
 def normalize_database_url(url: str) -> str:

@@ -43,6 +43,7 @@ from opendts.connectors.base import (
 )
 from opendts.engine.errors import TerminalRunError
 from tests import databases
+from tests.boundaries import boundary
 
 TABLE = "contract_rows"
 DAY_A = date(2024, 3, 1)
@@ -141,11 +142,11 @@ class Case:
         table: str = TABLE,
         date_column: str = "date",
     ) -> int:
-        request = WriteRequest(table, day, date_column, mode)
+        request = WriteRequest(table, day, date_column, mode, boundary=boundary())
         return self.destination.write(self.settings, request, data)
 
     def read(self, table: str = TABLE) -> pa.Table:
-        return self.destination.read_table(self.settings, table)
+        return self.destination.read_table(self.settings, table, boundary())
 
     def rows(
         self, columns: tuple[str, ...] = ("date", "id", "name", "amount"), table: str = TABLE
@@ -369,7 +370,7 @@ def check_bad_settings(case: Case) -> None:
 
 def check_test_connection(case: Case) -> None:
     """Good settings pass the connection test."""
-    case.destination.test_connection(case.settings)
+    case.destination.test_connection(case.settings, boundary())
 
 
 def check_table_names(case: Case) -> None:

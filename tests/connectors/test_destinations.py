@@ -16,6 +16,7 @@ from opendts.connectors.base import RefreshMode, WriteRequest, parse_settings
 from opendts.connectors.destinations import sqlite as sqlite_module
 from opendts.connectors.destinations.sqlite import SQLiteDestination
 from opendts.engine.errors import TerminalRunError, TransientRunError
+from tests.boundaries import boundary
 from tests.connectors import destination_contract as contract
 
 NAMES = contract.destination_names()
@@ -114,7 +115,9 @@ def test_sqlite_relative_path_lives_in_the_data_folder(
     sqlite_settings: sqlite_module.SQLiteSettings, tmp_path: Path
 ) -> None:
     SQLiteDestination().write(
-        sqlite_settings, WriteRequest("t", contract.DAY_A), contract.day_rows(contract.DAY_A, [1])
+        sqlite_settings,
+        WriteRequest("t", contract.DAY_A, boundary=boundary()),
+        contract.day_rows(contract.DAY_A, [1]),
     )
     assert (tmp_path / "sub" / "dir" / "w.sqlite").is_file()
 
@@ -136,8 +139,8 @@ def test_sqlite_types_round_trip(sqlite_settings: sqlite_module.SQLiteSettings) 
         }
     )
     destination = SQLiteDestination()
-    destination.write(sqlite_settings, WriteRequest("typed", day), data)
-    back = destination.read_table(sqlite_settings, "typed")
+    destination.write(sqlite_settings, WriteRequest("typed", day, boundary=boundary()), data)
+    back = destination.read_table(sqlite_settings, "typed", boundary())
     assert back.schema.field("date").type == pa.date32()
     assert back.schema.field("flag").type == pa.bool_()
     assert back.schema.field("at").type == pa.timestamp("us")
@@ -165,7 +168,7 @@ def test_sqlite_creates_an_index_on_the_date_column(
 ) -> None:
     SQLiteDestination().write(
         sqlite_settings,
-        WriteRequest("indexed", contract.DAY_A, "day"),
+        WriteRequest("indexed", contract.DAY_A, "day", boundary=boundary()),
         contract.day_rows(contract.DAY_A, [1]).rename_columns(["id", "name", "amount", "day"]),
     )
     with sqlite3.connect(paths.resolve(sqlite_settings.path)) as conn:
@@ -180,14 +183,18 @@ def test_sqlite_failed_write_keeps_the_old_rows(
 ) -> None:
     destination = SQLiteDestination()
     destination.write(
-        sqlite_settings, WriteRequest("t", contract.DAY_A), contract.day_rows(contract.DAY_A, [1])
+        sqlite_settings,
+        WriteRequest("t", contract.DAY_A, boundary=boundary()),
+        contract.day_rows(contract.DAY_A, [1]),
     )
     too_big = contract.day_rows(
         contract.DAY_A, [2], extra={"big": pa.array([2**64 - 1], pa.uint64())}
     )
     with pytest.raises(TerminalRunError, match="too large"):
-        destination.write(sqlite_settings, WriteRequest("t", contract.DAY_A), too_big)
-    back = destination.read_table(sqlite_settings, "t")
+        destination.write(
+            sqlite_settings, WriteRequest("t", contract.DAY_A, boundary=boundary()), too_big
+        )
+    back = destination.read_table(sqlite_settings, "t", boundary())
     assert back.column("id").to_pylist() == [1]
     assert "big" not in back.column_names  # the ALTER TABLE was rolled back too
 
@@ -197,7 +204,9 @@ def test_sqlite_locked_file_is_transient(
 ) -> None:
     destination = SQLiteDestination()
     destination.write(
-        sqlite_settings, WriteRequest("t", contract.DAY_A), contract.day_rows(contract.DAY_A, [1])
+        sqlite_settings,
+        WriteRequest("t", contract.DAY_A, boundary=boundary()),
+        contract.day_rows(contract.DAY_A, [1]),
     )
     monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_SECONDS", 0.2)
     holder = sqlite3.connect(paths.resolve(sqlite_settings.path), isolation_level=None)
@@ -206,16 +215,18 @@ def test_sqlite_locked_file_is_transient(
         with pytest.raises(TransientRunError, match="locked by another writer"):
             destination.write(
                 sqlite_settings,
-                WriteRequest("t", contract.DAY_A),
+                WriteRequest("t", contract.DAY_A, boundary=boundary()),
                 contract.day_rows(contract.DAY_A, [2]),
             )
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     destination.write(
-        sqlite_settings, WriteRequest("t", contract.DAY_A), contract.day_rows(contract.DAY_A, [3])
+        sqlite_settings,
+        WriteRequest("t", contract.DAY_A, boundary=boundary()),
+        contract.day_rows(contract.DAY_A, [3]),
     )
-    assert destination.read_table(sqlite_settings, "t").column("id").to_pylist() == [3]
+    assert destination.read_table(sqlite_settings, "t", boundary()).column("id").to_pylist() == [3]
 
 
 def test_sqlite_not_a_database_is_terminal(
@@ -225,15 +236,15 @@ def test_sqlite_not_a_database_is_terminal(
     path.parent.mkdir(parents=True)
     path.write_bytes(b"this is not a database, just some text " * 100)
     with pytest.raises(TerminalRunError, match="SQLite cannot use"):
-        SQLiteDestination().test_connection(sqlite_settings)
+        SQLiteDestination().test_connection(sqlite_settings, boundary())
 
 
 def test_sqlite_cancelled_write_changes_nothing(
     sqlite_settings: sqlite_module.SQLiteSettings,
 ) -> None:
     destination = SQLiteDestination()
-    request = WriteRequest("t", date(2024, 1, 1), mode=RefreshMode.REPLACE)
+    request = WriteRequest("t", date(2024, 1, 1), mode=RefreshMode.REPLACE, boundary=boundary())
     request.cancelled.set()
     with pytest.raises(TransientRunError, match="interrupted"):
         destination.write(sqlite_settings, request, contract.day_rows(date(2024, 1, 1), [1]))
-    assert destination.read_table(sqlite_settings, "t").num_rows == 0
+    assert destination.read_table(sqlite_settings, "t", boundary()).num_rows == 0

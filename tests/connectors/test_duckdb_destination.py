@@ -22,6 +22,7 @@ from opendts.connectors import paths
 from opendts.connectors.base import RefreshMode, SchemaConflict, WriteRequest, parse_settings
 from opendts.connectors.destinations import duckdb as duck
 from opendts.engine.errors import TerminalRunError, TransientRunError
+from tests.boundaries import boundary
 from tests.connectors.destination_contract import day_rows
 
 DAY = date(2024, 5, 1)
@@ -83,7 +84,7 @@ class Holder:
 def test_relative_path_lives_in_the_data_folder(
     settings: duck.DuckDBSettings, destination: duck.DuckDBDestination, tmp_path: Path
 ) -> None:
-    destination.write(settings, WriteRequest("t", DAY), day_rows(DAY, [1]))
+    destination.write(settings, WriteRequest("t", DAY, boundary=boundary()), day_rows(DAY, [1]))
     assert (tmp_path / "warehouse.duckdb").is_file()
 
 
@@ -94,10 +95,12 @@ def test_one_connection_per_file_is_shared_and_closed_when_idle(
 ) -> None:
     monkeypatch.setattr(duck, "IDLE_CLOSE_SECONDS", 0.3)
     path = _file(settings)
-    destination.write(settings, WriteRequest("t", DAY), day_rows(DAY, [1, 2]))
+    destination.write(settings, WriteRequest("t", DAY, boundary=boundary()), day_rows(DAY, [1, 2]))
     first = duck._files[path].conn
     destination.write(
-        settings, WriteRequest("t", DAY + timedelta(1)), day_rows(DAY + timedelta(1), [3])
+        settings,
+        WriteRequest("t", DAY + timedelta(1), boundary=boundary()),
+        day_rows(DAY + timedelta(1), [3]),
     )
     assert duck._files[path].conn is first is not None
     assert duck.is_open(path)
@@ -107,8 +110,11 @@ def test_one_connection_per_file_is_shared_and_closed_when_idle(
     assert not duck.is_open(path), "the idle connection was not closed"
     # Now another process (a user's tool) can open the warehouse and sees the rows.
     assert _count_in_other_process(path, "t") == 3
-    destination.write(settings, WriteRequest("t", DAY), day_rows(DAY, [4]))
-    assert sorted(destination.read_table(settings, "t").column("id").to_pylist()) == [3, 4]
+    destination.write(settings, WriteRequest("t", DAY, boundary=boundary()), day_rows(DAY, [4]))
+    assert sorted(destination.read_table(settings, "t", boundary()).column("id").to_pylist()) == [
+        3,
+        4,
+    ]
 
 
 def test_a_busy_file_is_not_closed_while_in_use(
@@ -118,11 +124,11 @@ def test_a_busy_file_is_not_closed_while_in_use(
 ) -> None:
     monkeypatch.setattr(duck, "IDLE_CLOSE_SECONDS", 0.3)
     path = _file(settings)
-    destination.write(settings, WriteRequest("t", DAY), day_rows(DAY, [1]))
+    destination.write(settings, WriteRequest("t", DAY, boundary=boundary()), day_rows(DAY, [1]))
     conn = duck._files[path].conn
     for n in range(8):  # writes every 0.1 s keep it open
         time.sleep(0.1)
-        destination.write(settings, WriteRequest("t", DAY), day_rows(DAY, [n]))
+        destination.write(settings, WriteRequest("t", DAY, boundary=boundary()), day_rows(DAY, [n]))
         assert duck._files[path].conn is conn
 
 
@@ -130,26 +136,32 @@ def test_another_process_holding_the_file_is_transient(
     settings: duck.DuckDBSettings, destination: duck.DuckDBDestination
 ) -> None:
     path = _file(settings)
-    destination.write(settings, WriteRequest("t", DAY), day_rows(DAY, [1, 2, 3]))
+    destination.write(
+        settings, WriteRequest("t", DAY, boundary=boundary()), day_rows(DAY, [1, 2, 3])
+    )
     duck.close_all()
     holder = Holder(path)
     try:
         with pytest.raises(TransientRunError) as caught:
             destination.write(
-                settings, WriteRequest("t", DAY + timedelta(1)), day_rows(DAY + timedelta(1), [9])
+                settings,
+                WriteRequest("t", DAY + timedelta(1), boundary=boundary()),
+                day_rows(DAY + timedelta(1), [9]),
             )
         message = str(caught.value)
         assert "Another process holds the DuckDB warehouse file" in message
         assert str(path) in message and "will be retried" in message
         with pytest.raises(TransientRunError, match="Another process holds"):
-            destination.test_connection(settings)
+            destination.test_connection(settings, boundary())
     finally:
         holder.release()
     # The retry succeeds and nothing was lost or half-written.
     destination.write(
-        settings, WriteRequest("t", DAY + timedelta(1)), day_rows(DAY + timedelta(1), [9])
+        settings,
+        WriteRequest("t", DAY + timedelta(1), boundary=boundary()),
+        day_rows(DAY + timedelta(1), [9]),
     )
-    ids = sorted(destination.read_table(settings, "t").column("id").to_pylist())
+    ids = sorted(destination.read_table(settings, "t", boundary()).column("id").to_pylist())
     assert ids == [1, 2, 3, 9]
 
 
@@ -167,7 +179,9 @@ def test_concurrent_writes_in_one_process_all_land(
                 rows = 1000 + n * 10 + round_
                 data = day_rows(days[n], list(range(rows)), tag=f"r{round_}")
                 mode = RefreshMode.APPEND if n == 7 else RefreshMode.REPLACE
-                destination.write(settings, WriteRequest("t", days[n], mode=mode), data)
+                destination.write(
+                    settings, WriteRequest("t", days[n], mode=mode, boundary=boundary()), data
+                )
         except BaseException as exc:
             errors.append(exc)
 
@@ -187,40 +201,49 @@ def test_concurrent_writes_in_one_process_all_land(
 def test_failed_write_rolls_back_data_and_columns(
     settings: duck.DuckDBSettings, destination: duck.DuckDBDestination
 ) -> None:
-    destination.write(settings, WriteRequest("t", DAY), day_rows(DAY, [1, 2]))
+    destination.write(settings, WriteRequest("t", DAY, boundary=boundary()), day_rows(DAY, [1, 2]))
     # A new column is added and the old rows deleted before the insert fails: all undone.
     too_big = day_rows(DAY, [3], extra={"big": pa.array([2**64 - 1], pa.uint64())})
     with pytest.raises(TerminalRunError, match="DuckDB rejected the rows for table 't'"):
-        destination.write(settings, WriteRequest("t", DAY), too_big)
-    back = destination.read_table(settings, "t")
+        destination.write(settings, WriteRequest("t", DAY, boundary=boundary()), too_big)
+    back = destination.read_table(settings, "t", boundary())
     assert sorted(back.column("id").to_pylist()) == [1, 2]
     assert "big" not in back.column_names
     # The cached column list forgot the rolled-back column: the next load adds it for real.
     fine = day_rows(DAY, [4], extra={"big": pa.array([7], pa.int64())})
-    destination.write(settings, WriteRequest("t", DAY), fine)
-    assert destination.read_table(settings, "t").to_pylist()[0]["big"] == 7
+    destination.write(settings, WriteRequest("t", DAY, boundary=boundary()), fine)
+    assert destination.read_table(settings, "t", boundary()).to_pylist()[0]["big"] == 7
 
 
 def test_a_cancelled_run_writes_nothing(
     settings: duck.DuckDBSettings, destination: duck.DuckDBDestination
 ) -> None:
-    destination.write(settings, WriteRequest("t", DAY), day_rows(DAY, [1]))
-    request = WriteRequest("t", DAY)
+    destination.write(settings, WriteRequest("t", DAY, boundary=boundary()), day_rows(DAY, [1]))
+    request = WriteRequest("t", DAY, boundary=boundary())
     request.cancelled.set()
     with pytest.raises(TransientRunError, match="interrupted"):
         destination.write(settings, request, day_rows(DAY, [2]))
-    assert destination.read_table(settings, "t").column("id").to_pylist() == [1]
+    assert destination.read_table(settings, "t", boundary()).column("id").to_pylist() == [1]
 
 
 def test_columns_are_matched_by_name_not_position(
     settings: duck.DuckDBSettings, destination: duck.DuckDBDestination
 ) -> None:
-    destination.write(settings, WriteRequest("t", DAY), day_rows(DAY, [1]))
+    destination.write(settings, WriteRequest("t", DAY, boundary=boundary()), day_rows(DAY, [1]))
     shuffled = day_rows(DAY + timedelta(1), [2]).select(["amount", "date", "name", "id"])
     shuffled = shuffled.rename_columns(["AMOUNT", "date", "Name", "id"])  # case differs too
-    destination.write(settings, WriteRequest("t", DAY + timedelta(1)), shuffled)
-    rows = sorted(destination.read_table(settings, "t").to_pylist(), key=lambda r: r["id"])
-    assert destination.read_table(settings, "t").column_names == ["id", "name", "amount", "date"]
+    destination.write(
+        settings, WriteRequest("t", DAY + timedelta(1), boundary=boundary()), shuffled
+    )
+    rows = sorted(
+        destination.read_table(settings, "t", boundary()).to_pylist(), key=lambda r: r["id"]
+    )
+    assert destination.read_table(settings, "t", boundary()).column_names == [
+        "id",
+        "name",
+        "amount",
+        "date",
+    ]
     assert rows[1] == {"id": 2, "name": "v-2", "amount": 3.0, "date": DAY + timedelta(1)}
 
 
@@ -239,8 +262,8 @@ def test_types_round_trip_and_widen(
             "nothing": pa.nulls(1),
         }
     )
-    destination.write(settings, WriteRequest("typed", DAY), data)
-    back = destination.read_table(settings, "typed")
+    destination.write(settings, WriteRequest("typed", DAY, boundary=boundary()), data)
+    back = destination.read_table(settings, "typed", boundary())
     assert back.schema.field("price").type == pa.decimal128(12, 3)
     row = back.to_pylist()[0]
     assert row["flag"] is True and row["price"] == Decimal("12.345") and row["raw"] == b"\xff"
@@ -254,11 +277,13 @@ def test_types_round_trip_and_widen(
             "at": pa.array([datetime(2024, 5, 2, tzinfo=UTC)], pa.timestamp("us", tz="UTC")),
         }
     )
-    destination.write(settings, WriteRequest("typed", DAY + timedelta(1)), widened)
+    destination.write(
+        settings, WriteRequest("typed", DAY + timedelta(1), boundary=boundary()), widened
+    )
     with pytest.raises(SchemaConflict, match="'flag'"):
         destination.write(
             settings,
-            WriteRequest("typed", DAY),
+            WriteRequest("typed", DAY, boundary=boundary()),
             pa.table({"date": pa.array([DAY], pa.date32()), "flag": pa.array(["yes"])}),
         )
 
@@ -268,13 +293,13 @@ def test_tables_go_in_the_configured_schema(tmp_path: Path) -> None:
     try:
         settings = parse_settings(duck.DuckDBSettings, {"schema_name": "analytics"})
         destination = duck.DuckDBDestination()
-        destination.write(settings, WriteRequest("t", DAY), day_rows(DAY, [1]))
+        destination.write(settings, WriteRequest("t", DAY, boundary=boundary()), day_rows(DAY, [1]))
         with duck._connection(_file(settings)) as (_, conn):
             found = conn.execute(
                 "SELECT table_schema FROM information_schema.tables WHERE table_name = 't'"
             ).fetchall()
         assert found == [("analytics",)]
-        assert destination.read_table(settings, "t").num_rows == 1
+        assert destination.read_table(settings, "t", boundary()).num_rows == 1
     finally:
         duck.close_all()
 
@@ -290,14 +315,14 @@ def test_a_file_that_is_not_duckdb_is_terminal(
     path = _file(settings)
     path.write_bytes(b"not a database " * 1000)
     with pytest.raises(TerminalRunError, match="is not a DuckDB database file"):
-        destination.test_connection(settings)
+        destination.test_connection(settings, boundary())
 
 
 def test_an_uncreatable_folder_is_terminal(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     settings = parse_settings(duck.DuckDBSettings, {"path": str(tmp_path / "file" / "w.duckdb")})
     with pytest.raises(TerminalRunError, match="Cannot create the folder"):
-        duck.DuckDBDestination().test_connection(settings)
+        duck.DuckDBDestination().test_connection(settings, boundary())
 
 
 _CRASHER = textwrap.dedent(
@@ -308,9 +333,11 @@ _CRASHER = textwrap.dedent(
     import pyarrow as pa
     from opendts.connectors import paths
     from opendts.connectors.base import WriteRequest, parse_settings
+    from opendts.connectors.boundary import Boundary
     from opendts.connectors.destinations.duckdb import DuckDBDestination, DuckDBSettings
 
     paths.set_data_dir(Path(sys.argv[1]))
+    team = Boundary(team_id=1, data_dir=Path(sys.argv[1]))
     settings = parse_settings(DuckDBSettings, {})
     destination = DuckDBDestination()
     day = date(2024, 5, 1)
@@ -322,7 +349,7 @@ _CRASHER = textwrap.dedent(
             "date": pa.array([day] * rows, pa.date32()),
             "generation": pa.array([n] * rows, pa.int64()),
         })
-        destination.write(settings, WriteRequest("t", day), data)
+        destination.write(settings, WriteRequest("t", day, boundary=team), data)
         print(n, flush=True)
     """
 )

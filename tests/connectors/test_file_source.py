@@ -17,6 +17,7 @@ from opendts.connectors import paths
 from opendts.connectors.base import ConfigError, ReadRequest, parse_settings
 from opendts.connectors.sources.file import FileSettings, FileSource
 from opendts.engine.errors import TerminalRunError, TransientRunError
+from tests.boundaries import boundary
 
 DAY = date(2024, 1, 31)
 
@@ -37,7 +38,7 @@ def settings(**config: Any) -> FileSettings:
 
 
 def read(config: FileSettings, day: date = DAY) -> list[pa.RecordBatch]:
-    return list(FileSource().read(config, ReadRequest(day)))
+    return list(FileSource().read(config, ReadRequest(day, boundary=boundary())))
 
 
 def rows(batches: list[pa.RecordBatch]) -> list[dict[str, Any]]:
@@ -159,7 +160,7 @@ def test_cancel_stops_between_batches(tmp_path: Path) -> None:
     pq.write_table(
         pa.table({"n": list(range(200_000))}), tmp_path / "big.parquet", row_group_size=50_000
     )
-    request = ReadRequest(DAY)
+    request = ReadRequest(DAY, boundary=boundary())
     batches = FileSource().read(settings(path="big.parquet"), request)
     next(batches)
     request.cancelled.set()

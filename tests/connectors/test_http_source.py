@@ -21,6 +21,7 @@ import pytest
 from opendts.connectors.base import ConfigError, ReadRequest, parse_settings, secret_fields
 from opendts.connectors.sources.http import HttpSettings, HttpSource, _retry_after
 from opendts.engine.errors import TerminalRunError, TransientRunError
+from tests.boundaries import boundary
 
 DAY = date(2024, 1, 31)
 TOKEN = "s3cr3t-token-value"
@@ -131,7 +132,7 @@ def settings(**config: Any) -> HttpSettings:
 
 
 def read(config: HttpSettings, request: ReadRequest | None = None) -> list[pa.RecordBatch]:
-    return list(HttpSource().read(config, request or ReadRequest(DAY)))
+    return list(HttpSource().read(config, request or ReadRequest(DAY, boundary=boundary())))
 
 
 def rows(batches: list[pa.RecordBatch]) -> list[dict[str, Any]]:
@@ -397,7 +398,7 @@ def test_404_fails_at_once(server: Server) -> None:
 
 
 def test_cancel_interrupts_a_wait(server: Server) -> None:
-    request = ReadRequest(DAY)
+    request = ReadRequest(DAY, boundary=boundary())
 
     def script(req: Seen) -> Reply:
         request.cancelled.set()
@@ -432,7 +433,7 @@ def test_date_is_templated_in_url_params_and_post_body(server: Server) -> None:
         headers={"X-Client": "opendts"},
         body={"range": {"start": "{date}", "days": 1}, "tags": ["{date:%d.%m.%Y}", 2]},
     )
-    read(config, ReadRequest(date(2024, 2, 29)))
+    read(config, ReadRequest(date(2024, 2, 29), boundary=boundary()))
     (seen,) = server.seen
     assert seen.method == "POST"
     assert seen.path == "/day/20240229"

@@ -22,6 +22,7 @@ from opendts.connectors import paths
 from opendts.connectors.base import RefreshMode, SchemaConflict, WriteRequest, parse_settings
 from opendts.connectors.destinations import parquet
 from opendts.engine.errors import TerminalRunError
+from tests.boundaries import boundary
 from tests.connectors.destination_contract import day_rows
 
 DAY = date(2024, 6, 1)
@@ -52,9 +53,13 @@ def _files(folder: Path) -> list[str]:
 def test_layout_is_hive_partitioned_by_date(
     root: Path, settings: parquet.ParquetSettings, destination: parquet.ParquetDestination
 ) -> None:
-    destination.write(settings, WriteRequest("ads", DAY), day_rows(DAY, [1, 2]))
     destination.write(
-        settings, WriteRequest("ads", DAY + timedelta(1)), day_rows(DAY + timedelta(1), [3])
+        settings, WriteRequest("ads", DAY, boundary=boundary()), day_rows(DAY, [1, 2])
+    )
+    destination.write(
+        settings,
+        WriteRequest("ads", DAY + timedelta(1), boundary=boundary()),
+        day_rows(DAY + timedelta(1), [3]),
     )
     table_dir = root / "ads"
     assert _files(table_dir) == ["_common_metadata", "date=2024-06-01", "date=2024-06-02"]
@@ -77,9 +82,9 @@ def test_custom_date_column_is_the_partition_key(
     root: Path, settings: parquet.ParquetSettings, destination: parquet.ParquetDestination
 ) -> None:
     data = day_rows(DAY, [1]).rename_columns(["id", "name", "amount", "day"])
-    destination.write(settings, WriteRequest("ads", DAY, "day"), data)
+    destination.write(settings, WriteRequest("ads", DAY, "day", boundary=boundary()), data)
     assert (root / "ads" / "day=2024-06-01").is_dir()
-    back = destination.read_table(settings, "ads")
+    back = destination.read_table(settings, "ads", boundary())
     assert back.schema.field("day").type == pa.date32()
     assert back.column("day").to_pylist() == [DAY]
 
@@ -91,7 +96,7 @@ def test_compression_setting(
     root: Path, destination: parquet.ParquetDestination, compression: str, stored: str
 ) -> None:
     settings = parse_settings(parquet.ParquetSettings, {"compression": compression})
-    destination.write(settings, WriteRequest("ads", DAY), day_rows(DAY, [1]))
+    destination.write(settings, WriteRequest("ads", DAY, boundary=boundary()), day_rows(DAY, [1]))
     (file,) = (root / "ads" / "date=2024-06-01").iterdir()
     assert pq.ParquetFile(file).metadata.row_group(0).column(0).compression == stored
 
@@ -117,7 +122,9 @@ def test_replace_swaps_the_date_folder(
     destination: parquet.ParquetDestination,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    destination.write(settings, WriteRequest("ads", DAY), day_rows(DAY, [1, 2], tag="old"))
+    destination.write(
+        settings, WriteRequest("ads", DAY, boundary=boundary()), day_rows(DAY, [1, 2], tag="old")
+    )
     swaps: list[tuple[str, str]] = []
     real = parquet.exchange
 
@@ -126,10 +133,14 @@ def test_replace_swaps_the_date_folder(
         return real(first, second)
 
     monkeypatch.setattr(parquet, "exchange", spy)
-    destination.write(settings, WriteRequest("ads", DAY), day_rows(DAY, [3], tag="new"))
+    destination.write(
+        settings, WriteRequest("ads", DAY, boundary=boundary()), day_rows(DAY, [3], tag="new")
+    )
     assert len(swaps) == 1 and swaps[0][1] == "date=2024-06-01"
     assert swaps[0][0].startswith(".tmp-")
-    assert destination.read_table(settings, "ads").column("name").to_pylist() == ["new-3"]
+    assert destination.read_table(settings, "ads", boundary()).column("name").to_pylist() == [
+        "new-3"
+    ]
     assert _files(root / "ads") == ["_common_metadata", "date=2024-06-01"]  # old one deleted
 
 
@@ -140,10 +151,16 @@ def test_replace_without_renameat2_falls_back_to_two_renames(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(parquet, "_renameat2", None)
-    destination.write(settings, WriteRequest("ads", DAY), day_rows(DAY, [1, 2], tag="old"))
-    destination.write(settings, WriteRequest("ads", DAY), day_rows(DAY, [3], tag="new"))
-    destination.write(settings, WriteRequest("ads", DAY), day_rows(DAY, [4], tag="new"))
-    assert destination.read_table(settings, "ads").column("id").to_pylist() == [4]
+    destination.write(
+        settings, WriteRequest("ads", DAY, boundary=boundary()), day_rows(DAY, [1, 2], tag="old")
+    )
+    destination.write(
+        settings, WriteRequest("ads", DAY, boundary=boundary()), day_rows(DAY, [3], tag="new")
+    )
+    destination.write(
+        settings, WriteRequest("ads", DAY, boundary=boundary()), day_rows(DAY, [4], tag="new")
+    )
+    assert destination.read_table(settings, "ads", boundary()).column("id").to_pylist() == [4]
     assert _files(root / "ads") == ["_common_metadata", "date=2024-06-01"]
 
 
@@ -152,25 +169,36 @@ def test_append_adds_a_uniquely_named_file(
 ) -> None:
     for ids in ([1], [2, 3], [4]):
         destination.write(
-            settings, WriteRequest("ev", DAY, mode=RefreshMode.APPEND), day_rows(DAY, ids)
+            settings,
+            WriteRequest("ev", DAY, mode=RefreshMode.APPEND, boundary=boundary()),
+            day_rows(DAY, ids),
         )
     files = _files(root / "ev" / "date=2024-06-01")
     assert len(files) == 3 and len(set(files)) == 3
-    assert sorted(destination.read_table(settings, "ev").column("id").to_pylist()) == [1, 2, 3, 4]
+    assert sorted(destination.read_table(settings, "ev", boundary()).column("id").to_pylist()) == [
+        1,
+        2,
+        3,
+        4,
+    ]
     assert _files(root / "ev") == ["_common_metadata", "date=2024-06-01"]  # no leftovers
 
 
 def test_overwrite_swaps_the_whole_table_folder(
     root: Path, settings: parquet.ParquetSettings, destination: parquet.ParquetDestination
 ) -> None:
-    destination.write(settings, WriteRequest("snap", DAY), day_rows(DAY, [1]))
+    destination.write(settings, WriteRequest("snap", DAY, boundary=boundary()), day_rows(DAY, [1]))
     destination.write(
-        settings, WriteRequest("snap", DAY + timedelta(1)), day_rows(DAY + timedelta(1), [2])
+        settings,
+        WriteRequest("snap", DAY + timedelta(1), boundary=boundary()),
+        day_rows(DAY + timedelta(1), [2]),
     )
     before = (root / "snap").stat().st_ino
     later = DAY + timedelta(5)
     destination.write(
-        settings, WriteRequest("snap", later, mode=RefreshMode.OVERWRITE), day_rows(later, [9])
+        settings,
+        WriteRequest("snap", later, mode=RefreshMode.OVERWRITE, boundary=boundary()),
+        day_rows(later, [9]),
     )
     assert (root / "snap").stat().st_ino != before
     assert _files(root / "snap") == ["_common_metadata", "date=2024-06-06"]
@@ -180,7 +208,7 @@ def test_overwrite_swaps_the_whole_table_folder(
 def test_leftovers_of_a_crash_are_ignored_then_cleaned(
     root: Path, settings: parquet.ParquetSettings, destination: parquet.ParquetDestination
 ) -> None:
-    destination.write(settings, WriteRequest("ads", DAY), day_rows(DAY, [1]))
+    destination.write(settings, WriteRequest("ads", DAY, boundary=boundary()), day_rows(DAY, [1]))
     junk = day_rows(DAY, [666]).drop_columns(["date"])
     half_date = root / "ads" / ".tmp-0123abcd"
     half_date.mkdir()
@@ -191,37 +219,42 @@ def test_leftovers_of_a_crash_are_ignored_then_cleaned(
     other_table = root / ".tmp-adsx-0123abcd"
     other_table.mkdir()
     (root / "ads" / ".tmp-1_common_metadata").write_bytes(b"half")
-    assert destination.read_table(settings, "ads").column("id").to_pylist() == [1]
+    assert destination.read_table(settings, "ads", boundary()).column("id").to_pylist() == [1]
     destination.write(
-        settings, WriteRequest("ads", DAY + timedelta(1)), day_rows(DAY + timedelta(1), [2])
+        settings,
+        WriteRequest("ads", DAY + timedelta(1), boundary=boundary()),
+        day_rows(DAY + timedelta(1), [2]),
     )
     assert not half_date.exists() and not half_table.exists()
     assert not (root / "ads" / ".tmp-1_common_metadata").exists()
     assert other_table.exists(), "another table's work must not be touched"
-    assert sorted(destination.read_table(settings, "ads").column("id").to_pylist()) == [1, 2]
+    assert sorted(destination.read_table(settings, "ads", boundary()).column("id").to_pylist()) == [
+        1,
+        2,
+    ]
 
 
 def test_schema_conflict_without_metadata_file_uses_a_data_file(
     root: Path, settings: parquet.ParquetSettings, destination: parquet.ParquetDestination
 ) -> None:
-    destination.write(settings, WriteRequest("ads", DAY), day_rows(DAY, [1]))
+    destination.write(settings, WriteRequest("ads", DAY, boundary=boundary()), day_rows(DAY, [1]))
     (root / "ads" / "_common_metadata").unlink()
     bad = day_rows(DAY, [2]).set_column(0, "id", pa.array(["two"]))
     with pytest.raises(SchemaConflict, match="'id'"):
-        destination.write(settings, WriteRequest("ads", DAY), bad)
-    assert destination.read_table(settings, "ads").column("id").to_pylist() == [1]
+        destination.write(settings, WriteRequest("ads", DAY, boundary=boundary()), bad)
+    assert destination.read_table(settings, "ads", boundary()).column("id").to_pylist() == [1]
 
 
 def test_widened_values_are_stored_in_the_table_type(
     root: Path, settings: parquet.ParquetSettings, destination: parquet.ParquetDestination
 ) -> None:
-    destination.write(settings, WriteRequest("ads", DAY), day_rows(DAY, [1]))
+    destination.write(settings, WriteRequest("ads", DAY, boundary=boundary()), day_rows(DAY, [1]))
     later = DAY + timedelta(1)
     ints = day_rows(later, [2]).set_column(2, "amount", pa.array([7], pa.int64()))
-    destination.write(settings, WriteRequest("ads", later), ints)
+    destination.write(settings, WriteRequest("ads", later, boundary=boundary()), ints)
     (file,) = (root / "ads" / "date=2024-06-02").iterdir()
     assert pq.read_schema(file).field("amount").type == pa.float64()
-    back = destination.read_table(settings, "ads")
+    back = destination.read_table(settings, "ads", boundary())
     assert back.schema.field("amount").type == pa.float64()
     assert sorted(back.column("amount").to_pylist()) == [1.5, 7.0]
 
@@ -229,15 +262,19 @@ def test_widened_values_are_stored_in_the_table_type(
 def test_metadata_remembers_columns_and_empty_tables_keep_their_schema(
     root: Path, settings: parquet.ParquetSettings, destination: parquet.ParquetDestination
 ) -> None:
-    destination.write(settings, WriteRequest("ads", DAY), day_rows(DAY, []))
-    back = destination.read_table(settings, "ads")
+    destination.write(settings, WriteRequest("ads", DAY, boundary=boundary()), day_rows(DAY, []))
+    back = destination.read_table(settings, "ads", boundary())
     assert back.num_rows == 0 and back.column_names == ["id", "name", "amount", "date"]
     extra = {"clicks": pa.array([5], pa.int64())}
-    destination.write(settings, WriteRequest("ads", DAY), day_rows(DAY, [1], extra=extra))
-    destination.write(settings, WriteRequest("ads", DAY), day_rows(DAY, [2]))  # without clicks
+    destination.write(
+        settings, WriteRequest("ads", DAY, boundary=boundary()), day_rows(DAY, [1], extra=extra)
+    )
+    destination.write(
+        settings, WriteRequest("ads", DAY, boundary=boundary()), day_rows(DAY, [2])
+    )  # without clicks
     schema = pq.read_schema(root / "ads" / "_common_metadata")
     assert schema.names == ["id", "name", "amount", "date", "clicks"]
-    assert destination.read_table(settings, "ads").to_pylist() == [
+    assert destination.read_table(settings, "ads", boundary()).to_pylist() == [
         {"id": 2, "name": "v-2", "amount": 3.0, "date": DAY, "clicks": None}
     ]
 
@@ -247,9 +284,11 @@ def test_an_unwritable_folder_is_terminal(tmp_path: Path) -> None:
     settings = parse_settings(parquet.ParquetSettings, {"path": str(tmp_path / "file" / "sub")})
     destination = parquet.ParquetDestination()
     with pytest.raises(TerminalRunError, match="Cannot write to the folder"):
-        destination.test_connection(settings)
+        destination.test_connection(settings, boundary())
     with pytest.raises(TerminalRunError, match="Could not write Parquet files"):
-        destination.write(settings, WriteRequest("ads", DAY), day_rows(DAY, [1]))
+        destination.write(
+            settings, WriteRequest("ads", DAY, boundary=boundary()), day_rows(DAY, [1])
+        )
 
 
 _CRASHER = textwrap.dedent(
@@ -260,9 +299,11 @@ _CRASHER = textwrap.dedent(
     import pyarrow as pa
     from opendts.connectors import paths
     from opendts.connectors.base import WriteRequest, parse_settings
+    from opendts.connectors.boundary import Boundary
     from opendts.connectors.destinations.parquet import ParquetDestination, ParquetSettings
 
     paths.set_data_dir(Path(sys.argv[1]))
+    team = Boundary(team_id=1, data_dir=Path(sys.argv[1]))
     settings = parse_settings(ParquetSettings, {"compression": "none"})
     destination = ParquetDestination()
     day = date(2024, 6, 1)
@@ -274,7 +315,7 @@ _CRASHER = textwrap.dedent(
             "date": pa.array([day] * rows, pa.date32()),
             "generation": pa.array([n] * rows, pa.int64()),
         })
-        destination.write(settings, WriteRequest("t", day), data)
+        destination.write(settings, WriteRequest("t", day, boundary=team), data)
         print(n, flush=True)
     """
 )
@@ -298,10 +339,14 @@ def test_a_killed_writer_leaves_old_or_new_rows_never_a_mix(
     process.wait(timeout=30)
     settings = parse_settings(parquet.ParquetSettings, {})
     destination = parquet.ParquetDestination()
-    back = destination.read_table(settings, "t")
+    back = destination.read_table(settings, "t", boundary())
     generations = set(back.column("generation").to_pylist())
     assert back.num_rows == 100_000 and len(generations) == 1, generations
     # The next write cleans whatever the killed one left behind.
     later = date(2024, 6, 2)
-    destination.write(settings, WriteRequest("t", later), pa.table({"date": pa.array([later])}))
+    destination.write(
+        settings,
+        WriteRequest("t", later, boundary=boundary()),
+        pa.table({"date": pa.array([later])}),
+    )
     assert not list(root.rglob(".tmp-*"))

@@ -41,6 +41,7 @@ from opendts.connectors.destinations import postgresql as pgdest
 from opendts.connectors.destinations.postgresql import PostgreSQLDestination, PostgreSQLSettings
 from opendts.engine.errors import TerminalRunError, TransientRunError
 from tests import databases
+from tests.boundaries import boundary
 
 DAY = date(2024, 3, 1)
 PASSWORD = "Sup3r-s3cret-pw"
@@ -119,7 +120,7 @@ def write(
     day: date = DAY,
     mode: RefreshMode = RefreshMode.REPLACE,
 ) -> int:
-    return DEST.write(settings, WriteRequest(table, day, "date", mode), data)
+    return DEST.write(settings, WriteRequest(table, day, "date", mode, boundary=boundary()), data)
 
 
 def free_port() -> int:
@@ -344,14 +345,14 @@ def test_a_column_type_opendts_cannot_write_is_terminal(
 
 def test_schema_is_created_and_read_table_returns_rows(database: str, table: str) -> None:
     settings = parse_settings(PostgreSQLSettings, config_for(database, schema_name="analytics"))
-    assert DEST.read_table(settings, table).num_columns == 0  # missing table: empty
+    assert DEST.read_table(settings, table, boundary()).num_columns == 0  # missing table: empty
     write(settings, table, day_rows(DAY, 2, n=[1, 2]))
     assert sql(database, f'SELECT n FROM analytics."{table}" ORDER BY n') == [(1,), (2,)]
-    read = DEST.read_table(settings, table)
+    read = DEST.read_table(settings, table, boundary())
     assert read.num_rows == 2 and read.column_names == ["date", "n"]
     assert sorted(read.column("n").to_pylist()) == [1, 2]
     assert read.column("date").to_pylist() == [DAY, DAY]
-    DEST.test_connection(settings)
+    DEST.test_connection(settings, boundary())
 
 
 # --- concurrency ----------------------------------------------------------------------------
@@ -513,7 +514,7 @@ def test_wrong_password_is_terminal_and_never_shown() -> None:
         assert "check the destination's user and password" in message
         assert PASSWORD not in message and PASSWORD not in repr(caught.value)
         with pytest.raises(TerminalRunError) as tested:
-            DEST.test_connection(settings)
+            DEST.test_connection(settings, boundary())
         assert PASSWORD not in str(tested.value)
         assert "user and password" in str(tested.value)
         assert PASSWORD.encode() in server.passwords  # the password was really sent
@@ -529,7 +530,7 @@ def test_unknown_database_is_terminal(database: str) -> None:
     message = str(caught.value)
     assert f"has no database {name!r}" in message and PASSWORD not in message
     with pytest.raises(TerminalRunError):
-        DEST.test_connection(settings)
+        DEST.test_connection(settings, boundary())
 
 
 def test_unknown_user_is_terminal(database: str) -> None:
@@ -537,7 +538,7 @@ def test_unknown_user_is_terminal(database: str) -> None:
         PostgreSQLSettings, config_for(database, user="nobody_here", password=PASSWORD)
     )
     with pytest.raises(TerminalRunError) as caught:
-        DEST.test_connection(settings)
+        DEST.test_connection(settings, boundary())
     message = str(caught.value)
     assert "rejected user 'nobody_here'" in message and "user and password" in message
     assert PASSWORD not in message
@@ -571,7 +572,7 @@ def test_connect_timeout_is_transient() -> None:
         )
         began = time.monotonic()
         with pytest.raises(TransientRunError) as caught:
-            DEST.test_connection(settings)
+            DEST.test_connection(settings, boundary())
         assert time.monotonic() - began < 15
         assert "timeout" in str(caught.value).lower() and PASSWORD not in str(caught.value)
     finally:
@@ -598,7 +599,9 @@ def role(database: str) -> Iterator[str]:
 def test_missing_privileges_are_terminal(database: str, table: str, role: str) -> None:
     settings = parse_settings(PostgreSQLSettings, config_for(database, user=role))
     with pytest.raises(TerminalRunError) as tested:
-        DEST.test_connection(settings)  # PostgreSQL 15: no CREATE on public for everyone
+        DEST.test_connection(
+            settings, boundary()
+        )  # PostgreSQL 15: no CREATE on public for everyone
     assert f"user {role!r} may not create tables in schema 'public'" in str(tested.value)
     with pytest.raises(TerminalRunError) as caught:
         write(settings, table, day_rows(DAY, 1, n=[1]))
@@ -616,7 +619,7 @@ def test_connection_limit_is_transient(database: str, role: str) -> None:
     sql("postgres", f'ALTER ROLE "{role}" CONNECTION LIMIT 0')
     settings = parse_settings(PostgreSQLSettings, config_for(database, user=role))
     with pytest.raises(TransientRunError) as caught:
-        DEST.test_connection(settings)
+        DEST.test_connection(settings, boundary())
     assert "no free connection slot" in str(caught.value)
 
 
@@ -670,7 +673,9 @@ CHILD = textwrap.dedent(
     import pyarrow as pa
     import adbc_driver_manager.dbapi as dbapi
     from datetime import date
+    from pathlib import Path
     from opendts.connectors.base import WriteRequest, parse_settings
+    from opendts.connectors.boundary import Boundary
     from opendts.connectors.destinations.postgresql import (
         PostgreSQLDestination, PostgreSQLSettings,
     )
@@ -692,7 +697,8 @@ CHILD = textwrap.dedent(
     })
     settings = parse_settings(PostgreSQLSettings, args["settings"])
     print("WRITING", flush=True)
-    PostgreSQLDestination().write(settings, WriteRequest(args["table"], day), data)
+    team = Boundary(team_id=1, data_dir=Path("."), allowed_networks=("127.0.0.0/8", "::1/128"))
+    PostgreSQLDestination().write(settings, WriteRequest(args["table"], day, boundary=team), data)
     print("COMMITTED", flush=True)
     """
 )

@@ -20,6 +20,7 @@ from opendts.connectors.base import ConfigError, ReadRequest, parse_settings, se
 from opendts.connectors.sources.sql import SqlSettings, SqlSource, engine_url
 from opendts.engine.errors import TerminalRunError, TransientRunError
 from tests import databases
+from tests.boundaries import boundary
 
 DAY = date(2024, 1, 31)
 OTHER = date(2024, 2, 1)
@@ -31,7 +32,7 @@ def settings(**config: Any) -> SqlSettings:
 
 
 def read(config: SqlSettings, request: ReadRequest | None = None) -> list[pa.RecordBatch]:
-    return list(SqlSource().read(config, request or ReadRequest(DAY)))
+    return list(SqlSource().read(config, request or ReadRequest(DAY, boundary=boundary())))
 
 
 def rows(batches: list[pa.RecordBatch]) -> list[dict[str, Any]]:
@@ -71,10 +72,10 @@ def test_sqlite_query_returns_only_the_dates_rows(sqlite_file: Path) -> None:
     assert batches[0].schema.names == ["day", "shop", "units", "price"]
     assert batches[0].schema.field("units").type == pa.int64()
     assert batches[0].schema.field("price").type == pa.float64()
-    assert rows(read(config, ReadRequest(OTHER))) == [
+    assert rows(read(config, ReadRequest(OTHER, boundary=boundary()))) == [
         {"day": "2024-02-01", "shop": "other", "units": 99, "price": 9.9}
     ]
-    assert read(config, ReadRequest(date(2030, 1, 1))) == []
+    assert read(config, ReadRequest(date(2030, 1, 1), boundary=boundary())) == []
 
 
 def test_sqlite_chunks_become_several_batches(sqlite_file: Path) -> None:
@@ -114,7 +115,7 @@ def test_relative_sqlite_path_is_in_the_data_folder(
 
 
 def test_cancel_stops_between_chunks(sqlite_file: Path) -> None:
-    request = ReadRequest(DAY)
+    request = ReadRequest(DAY, boundary=boundary())
     config = settings(
         url=f"sqlite:///{sqlite_file}",
         query="SELECT units FROM sales WHERE day = :date",
@@ -222,7 +223,10 @@ def test_postgresql_query_bound_to_the_date_keeps_types(pg_source_url: str) -> N
     assert got[1]["day"] == DAY
     assert got[1]["sold_at"] == datetime(2024, 1, 31, 12, 1, tzinfo=UTC)
     assert got[1]["attrs"] == '{"n": 1, "tags": ["a"]}'
-    assert [row["shop"] for row in rows(read(config, ReadRequest(OTHER)))] == ["s5", "s6"]
+    assert [row["shop"] for row in rows(read(config, ReadRequest(OTHER, boundary=boundary())))] == [
+        "s5",
+        "s6",
+    ]
 
 
 def test_postgresql_chunks_and_date_casts(pg_source_url: str) -> None:

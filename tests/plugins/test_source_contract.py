@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from opendts.connectors import registry
 from opendts.connectors.base import ConfigError, ConnectorSettings, ReadRequest, parse_settings
 from opendts.connectors.base import secret_fields as secrets_of
+from tests.boundaries import boundary
 
 DAY = date(2024, 3, 5)
 
@@ -130,8 +131,8 @@ def test_every_source_meets_the_contract(name: str, tmp_path: Path, http_base: s
     for field in secrets_of(source.Settings):
         assert source.Settings.model_fields[field].annotation in (SecretStr, SecretStr | None)
     # Reading one date gives record batches; reading it again gives the same rows.
-    first = [b for b in source.read(settings, ReadRequest(DAY, ("acc-1",)))]
+    first = [b for b in source.read(settings, ReadRequest(DAY, ("acc-1",), boundary=boundary()))]
     assert first and all(isinstance(b, pa.RecordBatch) for b in first)
-    again = [b for b in source.read(settings, ReadRequest(DAY, ("acc-1",)))]
+    again = [b for b in source.read(settings, ReadRequest(DAY, ("acc-1",), boundary=boundary()))]
     assert pa.Table.from_batches(first).equals(pa.Table.from_batches(again))
     assert sum(b.num_rows for b in first) > 0

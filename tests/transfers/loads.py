@@ -13,12 +13,14 @@ import pyarrow as pa
 
 from opendts.connectors import registry
 from opendts.connectors.base import parse_settings
+from opendts.connectors.boundary import Boundary
 from opendts.connectors.sources.demo import DemoSettings, generate
 from opendts.destinations import service as destinations
 from opendts.kit.db import Database
 from opendts.kit.secrets import box_for
 from opendts.settings import Settings
 from opendts.transfers import api as transfers_api
+from tests.boundaries import boundary
 from tests.databases import PG_ADMIN_DSN, require_pg
 
 ACCOUNTS = ("acc-1", "acc-2", "acc-3")
@@ -64,12 +66,16 @@ def make_data_transfer(
     box = box_for(settings.data_dir, settings.secret_key)
     with db.session(write=True) as session:
         destination = destinations.create(
-            session, box, team_id, None, destinations.DestinationInput(kind, "Warehouse", fields)
+            session,
+            box,
+            Boundary.for_team(settings, team_id),
+            None,
+            destinations.DestinationInput(kind, "Warehouse", fields),
         )
         transfer = transfers_api.create(
             session,
             box,
-            team_id,
+            Boundary.for_team(settings, team_id),
             None,
             {
                 "data_source_id": "demo",
@@ -95,7 +101,7 @@ def expected(first: date, last: date, rows_per_day: int = 40, seed: int = 0) -> 
 def warehouse(settings: Settings, kind: str, fields: dict[str, Any]) -> pa.Table:
     """The ``ads`` table as the destination reads it back, in a stable order and schema."""
     destination = registry.get_destination(kind)
-    table = destination.read_table(parse_settings(destination.Settings, fields), "ads")
+    table = destination.read_table(parse_settings(destination.Settings, fields), "ads", boundary())
     columns = expected(date(2024, 1, 1), date(2024, 1, 1)).column_names
     return (
         table.select(columns)

@@ -15,11 +15,13 @@ import pytest
 
 from opendts.connectors import registry
 from opendts.connectors.base import parse_settings
+from opendts.connectors.boundary import Boundary
 from opendts.destinations import service as destinations
 from opendts.kit.db import Database
 from opendts.kit.secrets import box_for
 from opendts.settings import Settings
 from opendts.transfers import api as transfers_api
+from tests.boundaries import boundary
 from tests.engine.support import final, run_rows, running_engine
 from tests.factories import Account, make_backfill
 
@@ -79,14 +81,14 @@ def test_pages_load_a_429_is_waited_out_and_a_401_fails_its_date(
         destination = destinations.create(
             session,
             box,
-            account.team_id,
+            Boundary.for_team(settings, account.team_id),
             None,
             destinations.DestinationInput("duckdb", "W", {"path": "http.duckdb"}),
         )
         transfer = transfers_api.create(
             session,
             box,
-            account.team_id,
+            Boundary.for_team(settings, account.team_id),
             None,
             {
                 "data_source_id": "http",
@@ -113,7 +115,9 @@ def test_pages_load_a_429_is_waited_out_and_a_401_fails_its_date(
     assert "401" in failed[0]["error"] and TOKEN not in failed[0]["error"]
     assert failed[0]["attempt"] == 1  # a 401 is not retried
     duck = registry.get_destination("duckdb")
-    table = duck.read_table(parse_settings(duck.Settings, {"path": "http.duckdb"}), "ads")
+    table = duck.read_table(
+        parse_settings(duck.Settings, {"path": "http.duckdb"}), "ads", boundary()
+    )
     rows = sorted(table.to_pylist(), key=lambda r: (r["day"], r["campaign"]))
     assert len(rows) == 2 * PAGES * PER_PAGE
     assert {str(r["day"]) for r in rows} == {"2024-01-01", "2024-01-02"}

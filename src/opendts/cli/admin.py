@@ -9,7 +9,7 @@ import typer
 
 from opendts.auth.permissions import ALL_SCOPES, Role
 from opendts.auth.service import issue_key, revoke_key
-from opendts.cli.runtime import admin_session, emit, fail
+from opendts.cli.runtime import admin_session, emit, fail, settings_from
 from opendts.teams import service as teams
 from opendts.teams.demo import create_demo
 from opendts.transfers import service as transfers
@@ -33,7 +33,7 @@ ALL_SCOPE_NAMES = [scope.value for scope in ALL_SCOPES]
 def demo(ctx: typer.Context, as_json: Json = False) -> None:
     """Create a demo team with an admin user, an all-scopes API key and a demo transfer."""
     with admin_session(ctx, as_json=as_json) as session:
-        account = create_demo(session)
+        account = create_demo(session, settings_from(ctx))
     emit(
         account.as_dict(),
         as_json=as_json,

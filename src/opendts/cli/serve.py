@@ -83,7 +83,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     db = open_database(settings)
     base = f"http://{settings.host}:{settings.port}"
     with db.session(write=True) as session:
-        account = None if teams.any_team_exists(session) else create_demo(session)
+        account = None if teams.any_team_exists(session) else create_demo(session, settings)
     if account is not None:
         typer.echo(first_start_banner(account, base, str(settings.data_dir / "warehouse.duckdb")))
     else:

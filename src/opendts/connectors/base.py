@@ -24,8 +24,9 @@ from datetime import date
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, ValidationInfo
 
+from opendts.connectors.boundary import Boundary
 from opendts.engine.errors import TerminalRunError
 
 if TYPE_CHECKING:  # pyarrow loads with the connectors, not with the API or the engine
@@ -46,12 +47,18 @@ class ConfigError(ValueError):
         super().__init__("; ".join(f"{name}: {message}" for name, message in problems))
 
 
-def parse_settings(model: type[ConnectorSettings], config: dict[str, Any]) -> Any:
-    """``config`` validated by ``model``; ``ConfigError`` naming each bad field otherwise."""
+def parse_settings(
+    model: type[ConnectorSettings], config: dict[str, Any], boundary: Boundary | None = None
+) -> Any:
+    """``config`` validated by ``model``; ``ConfigError`` naming each bad field otherwise.
+
+    ``boundary`` is the team's (``settings_boundary(info)`` in a validator): fields that name a
+    path or a host are checked against it. Without one, only the shape is checked.
+    """
     if not isinstance(config, dict):
         raise ConfigError([("config", "must be a JSON object")])
     try:
-        return model.model_validate(config)
+        return model.model_validate(config, context={"boundary": boundary})
     except ValidationError as exc:
         problems = [
             (".".join(str(p) for p in err["loc"]) or "config", _message(err))
@@ -66,6 +73,13 @@ def _message(err: Any) -> str:
     if err["type"] == "missing":
         return "required"
     return str(err["msg"])
+
+
+def settings_boundary(info: ValidationInfo) -> Boundary | None:
+    """The boundary ``parse_settings`` validates against, inside a field validator."""
+    context = info.context
+    found = context.get("boundary") if isinstance(context, dict) else None
+    return found if isinstance(found, Boundary) else None
 
 
 def secret_fields(model: type[BaseModel]) -> frozenset[str]:
@@ -122,6 +136,8 @@ class ReadRequest:
     """What a source is asked for."""
 
     data_date: date
+    #: What the team's source may reach (paths, addresses).
+    boundary: Boundary = field(kw_only=True)
     #: The transfer's accounts (``TransferAccount.account_id``); a source may ignore them.
     accounts: tuple[str, ...] = ()
     attempt: int = 1
@@ -135,6 +151,8 @@ class WriteRequest:
 
     table: str
     data_date: date
+    #: What the team's destination may reach (paths, addresses).
+    boundary: Boundary = field(kw_only=True)
     #: The column that holds the date (present in every row written, of Arrow type date32).
     date_column: str = "date"
     mode: RefreshMode = RefreshMode.REPLACE
@@ -168,11 +186,14 @@ class Destination(Protocol):
         """
         ...
 
-    def test_connection(self, settings: Any) -> None:
-        """Raise ``TerminalRunError`` or ``TransientRunError`` saying what is wrong."""
+    def test_connection(self, settings: Any, boundary: Boundary) -> None:
+        """Raise ``TerminalRunError`` or ``TransientRunError`` saying what is wrong.
+
+        Creates nothing and reveals nothing outside ``boundary``.
+        """
         ...
 
-    def read_table(self, settings: Any, table: str) -> pa.Table:
+    def read_table(self, settings: Any, table: str, boundary: Boundary) -> pa.Table:
         """Every row of ``table`` (tests, previews); an empty table if it does not exist."""
         ...
 

@@ -28,6 +28,7 @@ from opendts.connectors.base import (
     WriteRequest,
     parse_settings,
 )
+from opendts.connectors.boundary import Boundary
 from opendts.destinations.models import Destination as DestinationRow
 from opendts.engine.errors import TerminalRunError, TransientRunError
 from opendts.engine.kinds import RunContext, RunResult
@@ -110,15 +111,21 @@ class LoadKind:
 
     name = KIND
 
-    def __init__(self, db: Database, box: Callable[[], SecretBox]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        box: Callable[[], SecretBox],
+        boundary: Callable[[int], Boundary],
+    ) -> None:
         self._db = db
         self._box = box
+        self._boundary = boundary
         self._cache: dict[tuple[Any, ...], LoadSpec] = {}
 
     def prepare(self, config: dict[str, Any]) -> Any:
         return config  # the API validates a data transfer's settings when it is saved
 
-    def _spec(self, transfer_id: int) -> LoadSpec:
+    def _spec(self, transfer_id: int, boundary: Boundary) -> LoadSpec:
         with self._db.session() as session:
             row = session.execute(
                 select(
@@ -149,7 +156,7 @@ class LoadKind:
                 f"The destination {row.display_name!r} was deleted: point the transfer at "
                 "another destination."
             )
-        key = tuple(row)
+        key = (*tuple(row), boundary)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -165,13 +172,15 @@ class LoadKind:
         except SecretKeyError as exc:
             raise TerminalRunError(str(exc)) from None
         try:
-            source_settings = parse_settings(source.Settings, source_config)
+            source_settings = parse_settings(source.Settings, source_config, boundary)
         except ConfigError as exc:
             raise TerminalRunError(
                 f"The transfer's {source.name} source settings are invalid ({exc}): fix them."
             ) from None
         try:
-            destination_settings = parse_settings(destination.Settings, destination_config)
+            destination_settings = parse_settings(
+                destination.Settings, destination_config, boundary
+            )
         except ConfigError as exc:
             raise TerminalRunError(
                 f"The destination {row.display_name!r} has invalid settings ({exc}): fix them."
@@ -193,9 +202,12 @@ class LoadKind:
         return spec
 
     def execute(self, ctx: RunContext, settings: Any) -> RunResult:
-        spec = self._spec(ctx.transfer_id)
+        boundary = self._boundary(ctx.team_id)
+        spec = self._spec(ctx.transfer_id, boundary)
         began = time.perf_counter()
-        request = ReadRequest(ctx.data_date, spec.accounts, ctx.attempt, ctx.cancelled)
+        request = ReadRequest(
+            ctx.data_date, spec.accounts, ctx.attempt, ctx.cancelled, boundary=boundary
+        )
         batches = []
         for batch in spec.source.read(spec.source_settings, request):
             if ctx.cancelled.is_set():
@@ -207,7 +219,14 @@ class LoadKind:
             raise TransientRunError("The run was interrupted before writing.")
         rows = spec.destination.write(
             spec.destination_settings,
-            WriteRequest(spec.table, ctx.data_date, spec.date_column, spec.mode, ctx.cancelled),
+            WriteRequest(
+                spec.table,
+                ctx.data_date,
+                spec.date_column,
+                spec.mode,
+                ctx.cancelled,
+                boundary=boundary,
+            ),
             table,
         )
         write_seconds = time.perf_counter() - began - read_seconds

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from opendts.api.context import Guarded, TeamId, path_id, request_id, run_guarded, runtime
 from opendts.auth.permissions import Access
+from opendts.connectors.boundary import Boundary
 from opendts.destinations import service
 from opendts.kit.envelope import data_response
 from opendts.kit.requests import json_object, optional_int
@@ -19,6 +20,10 @@ router = APIRouter(tags=["Destinations"])
 DestinationId = Annotated[int, *path_id("destination")]
 
 EXAMPLE = '{"type": "duckdb", "display_name": "Warehouse", "fields": {"path": "warehouse.duckdb"}}'
+
+
+def _boundary(request: Request, team_id: int) -> Boundary:
+    return Boundary.for_team(runtime(request).settings, team_id)
 
 
 def _box(request: Request) -> SecretBox:
@@ -54,7 +59,9 @@ async def create_destination(request: Request, team_id: TeamId) -> Response:
     def work(ctx: Guarded) -> dict[str, Any]:
         payload = body()
         spec = service.parse_input(payload)
-        row = service.create(ctx.session, box, team_id, ctx.principal.user_id, spec)
+        row = service.create(
+            ctx.session, box, _boundary(request, team_id), ctx.principal.user_id, spec
+        )
         return service.to_wire(row, box)
 
     data = await run_guarded(request, team_id, Access.WRITE, work, write=True)
@@ -71,7 +78,9 @@ async def test_connection(request: Request, team_id: TeamId) -> Response:
         payload = body()
         spec = service.parse_input(payload, display_name_required=False)
         destination_id = optional_int(payload, "destination_id", minimum=1)
-        return service.test_connection(ctx.session, box, team_id, spec, destination_id)
+        return service.test_connection(
+            ctx.session, box, _boundary(request, team_id), spec, destination_id
+        )
 
     data = await run_guarded(request, team_id, Access.WRITE, work, write=True)
     return data_response(request_id(request), data)
@@ -103,7 +112,7 @@ async def update_destination(
     def work(ctx: Guarded) -> dict[str, Any]:
         payload = body()
         spec = service.parse_input(payload)
-        row = service.update(ctx.session, box, team_id, destination_id, spec)
+        row = service.update(ctx.session, box, _boundary(request, team_id), destination_id, spec)
         return service.to_wire(row, box)
 
     data = await run_guarded(request, team_id, Access.WRITE, work, write=True)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from opendts.connectors import registry
 from opendts.connectors.base import ConfigError, parse_settings, reveal, secret_fields
+from opendts.connectors.boundary import Boundary
 from opendts.connectors.describe import setup_settings
 from opendts.destinations.models import Destination
 from opendts.engine.errors import RunError, classify
@@ -68,7 +69,7 @@ def _connector(kind: str) -> Any:
 
 
 def _settings(
-    connector: Any, fields: dict[str, Any], kept_secrets: dict[str, Any]
+    connector: Any, fields: dict[str, Any], kept_secrets: dict[str, Any], boundary: Boundary
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(plain fields, secrets) after validation; omitted credentials keep their old value."""
     secret = secret_fields(connector.Settings)
@@ -77,7 +78,7 @@ def _settings(
         if merged.get(name) in (None, "") and name in secret:
             merged[name] = value
     try:
-        parsed = parse_settings(connector.Settings, merged)
+        parsed = parse_settings(connector.Settings, merged, boundary)
     except ConfigError as exc:
         field, problem = exc.problems[0]
         raise InvalidParameter(
@@ -114,16 +115,20 @@ def list_of_team(session: Session, team_id: int) -> list[Destination]:
 
 
 def create(
-    session: Session, box: SecretBox, team_id: int, user_id: int | None, spec: DestinationInput
+    session: Session,
+    box: SecretBox,
+    boundary: Boundary,
+    user_id: int | None,
+    spec: DestinationInput,
 ) -> Destination:
     """A new destination of the team."""
     connector = _connector(spec.type)
     fields = dict(spec.fields)
     if spec.new_password and "password" in secret_fields(connector.Settings):
         fields["password"] = spec.new_password
-    plain, secrets = _settings(connector, fields, {})
+    plain, secrets = _settings(connector, fields, {}, boundary)
     row = Destination(
-        team_id=team_id,
+        team_id=boundary.team_id,
         display_name=spec.display_name,
         type=connector.name,
         fields=json.dumps(plain, sort_keys=True),
@@ -137,16 +142,20 @@ def create(
 
 
 def update(
-    session: Session, box: SecretBox, team_id: int, destination_id: int, spec: DestinationInput
+    session: Session,
+    box: SecretBox,
+    boundary: Boundary,
+    destination_id: int,
+    spec: DestinationInput,
 ) -> Destination:
     """Replace a destination's settings; credentials left out (or blank) are kept."""
-    row = get(session, team_id, destination_id)
+    row = get(session, boundary.team_id, destination_id)
     connector = _connector(spec.type)
     kept = box.open(row.secrets) if connector.name == row.type else {}
     fields = dict(spec.fields)
     if spec.new_password and "password" in secret_fields(connector.Settings):
         fields["password"] = spec.new_password
-    plain, secrets = _settings(connector, fields, kept)
+    plain, secrets = _settings(connector, fields, kept, boundary)
     row.type = connector.name
     row.display_name = spec.display_name
     row.fields = json.dumps(plain, sort_keys=True)
@@ -195,7 +204,7 @@ def usage(session: Session, team_id: int, destination_id: int) -> dict[str, Any]
 def test_connection(
     session: Session,
     box: SecretBox,
-    team_id: int,
+    boundary: Boundary,
     spec: DestinationInput,
     destination_id: int | None,
 ) -> dict[str, Any]:
@@ -204,16 +213,16 @@ def test_connection(
     kept: dict[str, Any] = {}
     fields = dict(spec.fields)
     if destination_id is not None:
-        row = get(session, team_id, destination_id)
+        row = get(session, boundary.team_id, destination_id)
         if connector.name == row.type:
             kept = box.open(row.secrets)
             fields = {**json.loads(row.fields or "{}"), **fields}
     if spec.new_password and "password" in secret_fields(connector.Settings):
         fields["password"] = spec.new_password
-    plain, secrets = _settings(connector, fields, kept)
-    settings = parse_settings(connector.Settings, {**plain, **secrets})
+    plain, secrets = _settings(connector, fields, kept, boundary)
+    settings = parse_settings(connector.Settings, {**plain, **secrets}, boundary)
     try:
-        connector.test_connection(settings)
+        connector.test_connection(settings, boundary)
     except RunError as exc:
         return {"success": False, "error": str(exc)}
     except Exception as exc:  # a connector bug or driver error: report it, don't 500

@@ -79,12 +79,15 @@ class _LazyLoadKind:
     def _get(self) -> RunKind:
         with self._lock:
             if self._kind is None:
+                from opendts.connectors.boundary import Boundary
                 from opendts.connectors.load import LoadKind
                 from opendts.kit.secrets import box_for
 
                 settings = self._settings
                 self._kind = LoadKind(
-                    self._db, lambda: box_for(settings.data_dir, settings.secret_key)
+                    self._db,
+                    lambda: box_for(settings.data_dir, settings.secret_key),
+                    lambda team_id: Boundary.for_team(settings, team_id),
                 )
             return self._kind
 

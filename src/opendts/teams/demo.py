@@ -9,8 +9,10 @@ from sqlalchemy.orm import Session
 
 from opendts.auth.permissions import ALL_SCOPES, Role
 from opendts.auth.service import issue_key
+from opendts.connectors.boundary import Boundary
 from opendts.destinations import service as destinations
 from opendts.kit.secrets import SecretBox
+from opendts.settings import Settings
 from opendts.teams import service as teams
 from opendts.transfers import api as transfers_api
 
@@ -33,7 +35,7 @@ class DemoAccount:
         return asdict(self)
 
 
-def create_demo(session: Session, team_name: str = "Demo team") -> DemoAccount:
+def create_demo(session: Session, settings: Settings, team_name: str = "Demo team") -> DemoAccount:
     """Create a fresh demo team, its admin user, key and transfer."""
     team = teams.create_team(session, team_name)
     user = teams.create_user(session, f"admin@team-{team.id}.opendts.local", "Demo admin")
@@ -41,10 +43,11 @@ def create_demo(session: Session, team_name: str = "Demo team") -> DemoAccount:
     key = issue_key(session, user.id, tuple(s.value for s in ALL_SCOPES), name="demo")
     # The demo stores no credentials: a throwaway key seals nothing.
     box = SecretBox(SecretBox.new_key())
+    boundary = Boundary.for_team(settings, team.id)
     destination = destinations.create(
         session,
         box,
-        team.id,
+        boundary,
         user.id,
         destinations.DestinationInput(
             "duckdb", "Local warehouse (DuckDB)", {"path": "warehouse.duckdb"}
@@ -53,7 +56,7 @@ def create_demo(session: Session, team_name: str = "Demo team") -> DemoAccount:
     transfer = transfers_api.create(
         session,
         box,
-        team.id,
+        boundary,
         user.id,
         {
             "data_source_id": "demo",

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from opendts.backfills.models import Backfill
 from opendts.connectors import registry
 from opendts.connectors.base import ConfigError, RefreshMode, parse_settings, reveal, secret_fields
+from opendts.connectors.boundary import Boundary
 from opendts.connectors.describe import setup_settings
 from opendts.destinations.models import Destination
 from opendts.kit.clock import isoformat_z, utcnow
@@ -96,12 +97,13 @@ def _objects(
 def validate(
     session: Session,
     box: SecretBox,
-    team_id: int,
+    boundary: Boundary,
     payload: dict[str, Any],
     *,
     existing: Transfer | None = None,
 ) -> tuple[Parsed, list[Problem]]:
     """Every problem of a TransferConfigurationRequest, and the parsed request."""
+    team_id = boundary.team_id
     problems: list[Problem] = []
     out = Parsed()
 
@@ -246,7 +248,7 @@ def validate(
             if config.get(name) in (None, "") and name in secret:
                 config[name] = value
     try:
-        parsed = parse_settings(source.Settings, config)
+        parsed = parse_settings(source.Settings, config, boundary)
     except ConfigError as exc:
         for name, message in exc.problems:
             code = (
@@ -295,12 +297,18 @@ def _apply(transfer: Transfer, parsed: Parsed, box: SecretBox, now: datetime) ->
 
 
 def create(
-    session: Session, box: SecretBox, team_id: int, user_id: int | None, payload: dict[str, Any]
+    session: Session,
+    box: SecretBox,
+    boundary: Boundary,
+    user_id: int | None,
+    payload: dict[str, Any],
 ) -> Transfer:
     """A new data transfer (400 naming every bad field otherwise)."""
-    parsed, problems = validate(session, box, team_id, payload)
+    parsed, problems = validate(session, box, boundary, payload)
     raise_first(problems)
-    transfer = Transfer(team_id=team_id, state=TransferState.ACTIVE.value, created_user_id=user_id)
+    transfer = Transfer(
+        team_id=boundary.team_id, state=TransferState.ACTIVE.value, created_user_id=user_id
+    )
     _apply(transfer, parsed, box, utcnow())
     session.add(transfer)
     session.flush()
@@ -318,11 +326,15 @@ def get_live(session: Session, team_id: int, transfer_id: int) -> Transfer:
 
 
 def update(
-    session: Session, box: SecretBox, team_id: int, transfer_id: int, payload: dict[str, Any]
+    session: Session,
+    box: SecretBox,
+    boundary: Boundary,
+    transfer_id: int,
+    payload: dict[str, Any],
 ) -> Transfer:
     """Full replacement of a transfer's configuration (credentials left out are kept)."""
-    transfer = get_live(session, team_id, transfer_id)
-    parsed, problems = validate(session, box, team_id, payload, existing=transfer)
+    transfer = get_live(session, boundary.team_id, transfer_id)
+    parsed, problems = validate(session, box, boundary, payload, existing=transfer)
     raise_first(problems)
     _apply(transfer, parsed, box, utcnow())
     session.flush()
@@ -346,12 +358,12 @@ def delete(session: Session, team_id: int, transfer_id: int, user_id: int) -> No
 def validation(
     session: Session,
     box: SecretBox,
-    team_id: int,
+    boundary: Boundary,
     payload: dict[str, Any],
     existing: Transfer | None = None,
 ) -> dict[str, Any]:
     """ValidationErrorsResponse (an invalid configuration is a 200, not an error)."""
-    _, problems = validate(session, box, team_id, payload, existing=existing)
+    _, problems = validate(session, box, boundary, payload, existing=existing)
     return {
         "is_valid": not problems,
         "errors": [{"field_id": f, "error_code": c, "message": m} for f, c, m in problems],

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from opendts.api.context import Guarded, TeamId, TransferId, request_id, run_guarded, runtime
 from opendts.auth.permissions import Access
 from opendts.connectors import registry
+from opendts.connectors.boundary import Boundary
 from opendts.connectors.describe import setup_settings
 from opendts.kit.envelope import data_response, json_response
 from opendts.kit.errors import InvalidParameter
@@ -29,6 +30,10 @@ EXAMPLE = (
     '"schema_id": 1, "schedule": [{"run_interval": "daily", "run_hour": 3, '
     '"refresh_window": 3}], "accounts": [{"account_id": "acc-1"}]}'
 )
+
+
+def _boundary(request: Request, team_id: int) -> Boundary:
+    return Boundary.for_team(runtime(request).settings, team_id)
 
 
 def _box(request: Request) -> SecretBox:
@@ -59,7 +64,9 @@ async def create_transfer(request: Request, team_id: TeamId) -> Response:
     box = _box(request)
 
     def work(ctx: Guarded) -> dict[str, Any]:
-        transfer = api.create(ctx.session, box, team_id, ctx.principal.user_id, body())
+        transfer = api.create(
+            ctx.session, box, _boundary(request, team_id), ctx.principal.user_id, body()
+        )
         return {"transfer_id": transfer.id, "transfer_name": transfer.display_name}
 
     data = await run_guarded(request, team_id, Access.WRITE, work, write=True)
@@ -73,7 +80,10 @@ async def validate_transfer(request: Request, team_id: TeamId) -> Response:
     body = await _body(request)
     box = _box(request)
     data = await run_guarded(
-        request, team_id, Access.READ, lambda ctx: api.validation(ctx.session, box, team_id, body())
+        request,
+        team_id,
+        Access.READ,
+        lambda ctx: api.validation(ctx.session, box, _boundary(request, team_id), body()),
     )
     return json_response(data)
 
@@ -128,7 +138,7 @@ async def update_transfer(request: Request, team_id: TeamId, transfer_id: Transf
     box = _box(request)
 
     def work(ctx: Guarded) -> dict[str, Any]:
-        transfer = api.update(ctx.session, box, team_id, transfer_id, body())
+        transfer = api.update(ctx.session, box, _boundary(request, team_id), transfer_id, body())
         return {"transfer_id": transfer.id, "transfer_name": transfer.display_name}
 
     data = await run_guarded(request, team_id, Access.WRITE, work, write=True)
@@ -175,7 +185,7 @@ async def validate_update(request: Request, team_id: TeamId, transfer_id: Transf
 
     def work(ctx: Guarded) -> dict[str, Any]:
         existing = api.get_live(ctx.session, team_id, transfer_id)
-        return api.validation(ctx.session, box, team_id, body(), existing)
+        return api.validation(ctx.session, box, _boundary(request, team_id), body(), existing)
 
     data = await run_guarded(request, team_id, Access.READ, work)
     return json_response(data)

@@ -35,6 +35,7 @@ from opendts.connectors.base import (
     quote,
     write_names,
 )
+from opendts.connectors.boundary import Boundary
 from opendts.connectors.schema import Family, family_of_sql, plan_columns, sql_type
 from opendts.engine.errors import TerminalRunError, TransientRunError
 
@@ -329,7 +330,7 @@ class DuckDBDestination:
                 conn.rollback()
             raise
 
-    def test_connection(self, settings: Any) -> None:
+    def test_connection(self, settings: Any, boundary: Boundary) -> None:
         config: DuckDBSettings = settings
         path = paths.resolve(config.path).resolve()
         if path.is_dir():
@@ -340,7 +341,7 @@ class DuckDBDestination:
             except duckdb.Error as exc:
                 raise TerminalRunError(f"DuckDB cannot use {path}: {exc}") from None
 
-    def read_table(self, settings: Any, table: str) -> pa.Table:
+    def read_table(self, settings: Any, table: str, boundary: Boundary) -> pa.Table:
         config: DuckDBSettings = settings
         check_identifier(table)
         path = paths.resolve(config.path).resolve()

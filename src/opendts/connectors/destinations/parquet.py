@@ -44,6 +44,7 @@ from opendts.connectors.base import (
     WriteRequest,
     check_identifier,
 )
+from opendts.connectors.boundary import Boundary
 from opendts.connectors.schema import family_of_arrow, fits
 from opendts.engine.errors import TerminalRunError, TransientRunError
 
@@ -350,7 +351,7 @@ class ParquetDestination:
         if request.cancelled.is_set():
             raise TransientRunError("The run was interrupted while writing Parquet files.")
 
-    def test_connection(self, settings: Any) -> None:
+    def test_connection(self, settings: Any, boundary: Boundary) -> None:
         config: ParquetSettings = settings
         root = paths.resolve(config.path)
         probe = root / f".opendts-probe-{uuid.uuid4().hex}"
@@ -364,7 +365,7 @@ class ParquetDestination:
                 "destination's path or the folder's permissions."
             ) from None
 
-    def read_table(self, settings: Any, table: str) -> pa.Table:
+    def read_table(self, settings: Any, table: str, boundary: Boundary) -> pa.Table:
         config: ParquetSettings = settings
         check_identifier(table)
         root = paths.resolve(config.path)

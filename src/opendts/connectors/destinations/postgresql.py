@@ -47,6 +47,7 @@ from opendts.connectors.base import (
     check_identifier,
     quote,
 )
+from opendts.connectors.boundary import Boundary
 from opendts.connectors.schema import Family, family_of_arrow, family_of_sql, plan_columns, sql_type
 from opendts.engine.errors import TerminalRunError, TransientRunError
 
@@ -706,7 +707,7 @@ class PostgreSQLDestination:
         if created:
             _create_date_index(cur, found, date_column)
 
-    def test_connection(self, settings: Any) -> None:
+    def test_connection(self, settings: Any, boundary: Boundary) -> None:
         config: PostgreSQLSettings = settings
 
         def check(cur: Any) -> tuple[str | None, bool]:
@@ -738,7 +739,7 @@ class PostgreSQLDestination:
             f"{config.user}, or use another user."
         )
 
-    def read_table(self, settings: Any, table: str) -> pa.Table:
+    def read_table(self, settings: Any, table: str, boundary: Boundary) -> pa.Table:
         config: PostgreSQLSettings = settings
         check_identifier(table)
 

@@ -31,6 +31,7 @@ from opendts.connectors.base import (
     quote,
     write_names,
 )
+from opendts.connectors.boundary import Boundary
 from opendts.connectors.schema import Family, family_of_arrow, family_of_sql, plan_columns, sql_type
 from opendts.engine.errors import TerminalRunError, TransientRunError
 
@@ -207,7 +208,7 @@ class SQLiteDestination:
                     f"A value for table {table!r} is too large for SQLite's 64-bit integers."
                 ) from None
 
-    def test_connection(self, settings: Any) -> None:
+    def test_connection(self, settings: Any, boundary: Boundary) -> None:
         config: SQLiteSettings = settings
         path = paths.resolve(config.path)
         if path.is_dir():
@@ -217,7 +218,7 @@ class SQLiteDestination:
             conn.execute("BEGIN IMMEDIATE")  # fails (after the busy timeout) if not writable
             conn.execute("ROLLBACK")
 
-    def read_table(self, settings: Any, table: str) -> pa.Table:
+    def read_table(self, settings: Any, table: str, boundary: Boundary) -> pa.Table:
         config: SQLiteSettings = settings
         check_identifier(table)
         path = paths.resolve(config.path)
