@@ -191,8 +191,9 @@ def test_empty_answer_yields_nothing(server: Server) -> None:
 
 def test_answer_that_is_not_json_fails_the_date(server: Server) -> None:
     server.replies(Reply(raw=b"<html>maintenance</html>"))
-    with pytest.raises(TerminalRunError, match=r"not JSON.*maintenance"):
+    with pytest.raises(TerminalRunError, match=r"not JSON \(text/html, 24 bytes\)") as caught:
         read(settings(url=server.base + "/x"))
+    assert "maintenance" not in str(caught.value)  # another server's page is not echoed
 
 
 def test_records_path_not_in_the_answer_fails_the_date(server: Server) -> None:

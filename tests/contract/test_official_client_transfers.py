@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import date
+from uuid import UUID
 
+import httpx
 import pytest
 from supermetrics import (
     SupermetricsClient,
@@ -14,7 +16,14 @@ from supermetrics import (
     TransferDataSourceSetting,
     TransferSchedule,
 )
-from supermetrics.exceptions import SupermetricsAPIError, SupermetricsNotFoundError
+from supermetrics._generated.supermetrics_api_client.models.data_source_connection import (
+    DataSourceConnection,
+)
+from supermetrics.exceptions import (
+    SupermetricsAPIError,
+    SupermetricsNotFoundError,
+    SupermetricsValidationError,
+)
 
 from tests.live import LiveServer
 
@@ -113,3 +122,17 @@ def test_transfers_round_trip_and_a_backfill_loads_data(
     with pytest.raises(SupermetricsNotFoundError):
         client.transfers.get(live.team_id, transfer_id)
     client.destinations.delete(live.team_id, destination.id)
+
+
+def test_create_datasource_connection_answers_the_typed_model(
+    live: LiveServer, client: SupermetricsClient
+) -> None:
+    connection = client.transfers.create_datasource_connection(live.team_id, "http", "DWH_DUCKDB")
+    assert isinstance(connection, DataSourceConnection)
+    assert isinstance(connection.connection_id, UUID)
+    assert connection.login_url is None and connection.connect_url is None
+    with httpx.Client(base_url=live.base_url, headers=live.headers) as api:
+        got = api.get(f"/teams/{live.team_id}/data-source-connections/{connection.connection_id}")
+    assert got.status_code == 200 and got.json()["data"]["data_source_id"] == "http"
+    with pytest.raises(SupermetricsValidationError):
+        client.transfers.create_datasource_connection(live.team_id, "no-such-source", "duckdb")

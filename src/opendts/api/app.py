@@ -18,6 +18,7 @@ from opendts.api import errors
 from opendts.api.context import Runtime
 from opendts.api.middleware import EnvelopeMiddleware
 from opendts.backfills.endpoints import router as backfills_router
+from opendts.connections.endpoints import router as connections_router
 from opendts.connectors import paths
 from opendts.destinations.endpoints import router as destinations_router
 from opendts.kit import metrics, migrate
@@ -116,6 +117,7 @@ def create_app(
     app.include_router(runs_router, prefix="/v1")
     app.include_router(transfers_router, prefix="/v1")
     app.include_router(destinations_router, prefix="/v1")
+    app.include_router(connections_router, prefix="/v1")
     app.include_router(web_router)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 

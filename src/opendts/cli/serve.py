@@ -11,8 +11,10 @@ import uvicorn
 from opendts import __version__
 from opendts.api.app import create_app
 from opendts.cli.runtime import fail, open_database, stop_signals_for_main_thread
+from opendts.connections.sealing import seal_plain_credentials
 from opendts.kit import logs
 from opendts.kit.db import is_sqlite
+from opendts.kit.secrets import box_for
 from opendts.settings import Settings
 from opendts.teams import service as teams
 from opendts.teams.demo import DEMO_TABLE, DemoAccount, create_demo
@@ -84,6 +86,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     base = f"http://{settings.host}:{settings.port}"
     with db.session(write=True) as session:
         account = None if teams.any_team_exists(session) else create_demo(session, settings)
+        seal_plain_credentials(session, box_for(settings.data_dir, settings.secret_key))
     if account is not None:
         typer.echo(first_start_banner(account, base, str(settings.data_dir / "warehouse.duckdb")))
     else:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -34,9 +34,22 @@ if TYPE_CHECKING:  # pyarrow loads with the connectors, not with the API or the 
 
 
 class ConnectorSettings(BaseModel):
-    """Base of every connector's settings: unknown keys are errors, not silently dropped."""
+    """Base of every connector's settings: unknown keys are errors, not silently dropped.
+
+    Credentials are fields typed ``SecretStr``, plus what the class variables below declare
+    (``opendts.connectors.credentials`` seals, masks and binds them).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Fields that say where the credentials are sent (host, port, ...): changing one needs the
+    #: credentials again. ``None``: every field that is not a credential (the safe default).
+    credential_location: ClassVar[tuple[str, ...] | None] = None
+    #: URL fields with credentials inside, by kind: ``"http"`` (userinfo and query values; bound
+    #: to scheme, host and port) or ``"database"`` (password and query values; bound to the rest).
+    credential_urls: ClassVar[Mapping[str, str]] = {}
+    #: String maps whose every value is a credential (request headers, query parameters).
+    credential_maps: ClassVar[tuple[str, ...]] = ()
 
 
 class ConfigError(ValueError):

@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import select
 
-from opendts.connectors import registry
+from opendts.connections.models import DataSourceConnection as ConnectionRow
+from opendts.connectors import credentials, excerpts, registry
 from opendts.connectors.base import (
     ConfigError,
     Destination,
@@ -76,7 +77,8 @@ def assemble(batches: list[pa.RecordBatch], date_column: str, day: date) -> pa.T
             table = pa.concat_tables(tables, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise TerminalRunError(
-                f"The source sent pages whose columns have incompatible types ({exc})."
+                "The source sent pages whose columns have incompatible types "
+                f"({excerpts.excerpt(str(exc))})."
             ) from None
     else:
         table = pa.table({})
@@ -136,6 +138,10 @@ class LoadKind:
                     Transfer.table_name,
                     Transfer.date_column,
                     Transfer.refresh_mode,
+                    Transfer.data_source_connection_id,
+                    ConnectionRow.fields.label("connection_fields"),
+                    ConnectionRow.secrets.label("connection_secrets"),
+                    ConnectionRow.deleted_at.label("connection_deleted_at"),
                     DestinationRow.type,
                     DestinationRow.fields,
                     DestinationRow.secrets,
@@ -143,6 +149,11 @@ class LoadKind:
                     DestinationRow.display_name,
                 )
                 .join(DestinationRow, DestinationRow.id == Transfer.destination_id, isouter=True)
+                .join(
+                    ConnectionRow,
+                    ConnectionRow.id == Transfer.data_source_connection_id,
+                    isouter=True,
+                )
                 .where(Transfer.id == transfer_id)
             ).one_or_none()
         if row is None:
@@ -165,12 +176,40 @@ class LoadKind:
             destination = registry.get_destination(row.type)
         except registry.UnknownConnector as exc:
             raise TerminalRunError(f"{exc}. Install the connector or edit the transfer.") from None
+        if row.data_source_connection_id is not None and (
+            row.connection_secrets is None or row.connection_deleted_at is not None
+        ):
+            raise TerminalRunError(
+                "The transfer's data-source connection was deleted: give it another connection."
+            )
         try:
             box = self._box()
-            source_config = {**json.loads(row.config or "{}"), **box.open(row.source_secrets)}
-            destination_config = {**json.loads(row.fields or "{}"), **box.open(row.secrets)}
+            own_sealed = box.open(row.source_secrets)
+            source_config = credentials.join(json.loads(row.config or "{}"), own_sealed)
+            connection_sealed: dict[str, Any] = {}
+            if row.data_source_connection_id is not None:
+                connection_sealed = box.open(row.connection_secrets)
+                base = credentials.join(json.loads(row.connection_fields), connection_sealed)
+                source_config = credentials.merge(source.Settings, base, source_config)
+            destination_sealed = box.open(row.secrets)
+            destination_config = credentials.join(
+                json.loads(row.fields or "{}"), destination_sealed
+            )
         except SecretKeyError as exc:
             raise TerminalRunError(str(exc)) from None
+        # Stored credentials go only where they were saved for, whatever changed since.
+        for model, sealed, config, whose in (
+            (source.Settings, own_sealed, source_config, "the transfer's source"),
+            (source.Settings, connection_sealed, source_config, "its data-source connection"),
+            (destination.Settings, destination_sealed, destination_config, "the destination"),
+        ):
+            moved = credentials.moved(model, sealed, config)
+            if moved:
+                raise TerminalRunError(
+                    f"The credentials of {whose} were saved for another {moved[0]} than the "
+                    "settings now name, so they are not sent: save them again with the "
+                    "credentials."
+                )
         try:
             source_settings = parse_settings(source.Settings, source_config, boundary)
         except ConfigError as exc:

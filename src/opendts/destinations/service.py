@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from opendts.connectors import registry
-from opendts.connectors.base import ConfigError, parse_settings, reveal, secret_fields
+from opendts.connectors import credentials, registry
+from opendts.connectors.base import ConfigError, parse_settings, secret_fields
 from opendts.connectors.boundary import Boundary
 from opendts.connectors.describe import setup_settings
 from opendts.destinations.models import Destination
@@ -69,16 +69,11 @@ def _connector(kind: str) -> Any:
 
 
 def _settings(
-    connector: Any, fields: dict[str, Any], kept_secrets: dict[str, Any], boundary: Boundary
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(plain fields, secrets) after validation; omitted credentials keep their old value."""
-    secret = secret_fields(connector.Settings)
-    merged = dict(fields)
-    for name, value in kept_secrets.items():
-        if merged.get(name) in (None, "") and name in secret:
-            merged[name] = value
+    connector: Any, fields: dict[str, Any], stored: dict[str, Any] | None, boundary: Boundary
+) -> dict[str, Any]:
+    """Validated settings; credentials left out are kept if they still go where they went."""
     try:
-        parsed = parse_settings(connector.Settings, merged, boundary)
+        return credentials.settle(connector.Settings, fields, stored, boundary)
     except ConfigError as exc:
         field, problem = exc.problems[0]
         raise InvalidParameter(
@@ -86,10 +81,11 @@ def _settings(
             + (f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else "")
             + "."
         ) from None
-    values = reveal(parsed)
-    plain = {k: v for k, v in values.items() if k not in secret}
-    secrets = {k: v for k, v in values.items() if k in secret and v not in (None, "")}
-    return plain, secrets
+
+
+def _stored(row: Destination, box: SecretBox) -> dict[str, Any]:
+    """A saved destination's settings, credentials included."""
+    return credentials.join(json.loads(row.fields or "{}"), box.open(row.secrets))
 
 
 def get(session: Session, team_id: int, destination_id: int) -> Destination:
@@ -126,7 +122,9 @@ def create(
     fields = dict(spec.fields)
     if spec.new_password and "password" in secret_fields(connector.Settings):
         fields["password"] = spec.new_password
-    plain, secrets = _settings(connector, fields, {}, boundary)
+    plain, secrets = credentials.split(
+        connector.Settings, _settings(connector, fields, None, boundary)
+    )
     row = Destination(
         team_id=boundary.team_id,
         display_name=spec.display_name,
@@ -148,14 +146,17 @@ def update(
     destination_id: int,
     spec: DestinationInput,
 ) -> Destination:
-    """Replace a destination's settings; credentials left out (or blank) are kept."""
+    """Replace a destination's settings; credentials left out (or blank) are kept, unless the
+    settings now point elsewhere (another host, port, database or user: 400)."""
     row = get(session, boundary.team_id, destination_id)
     connector = _connector(spec.type)
-    kept = box.open(row.secrets) if connector.name == row.type else {}
+    stored = _stored(row, box) if connector.name == row.type else None
     fields = dict(spec.fields)
     if spec.new_password and "password" in secret_fields(connector.Settings):
         fields["password"] = spec.new_password
-    plain, secrets = _settings(connector, fields, kept, boundary)
+    plain, secrets = credentials.split(
+        connector.Settings, _settings(connector, fields, stored, boundary)
+    )
     row.type = connector.name
     row.display_name = spec.display_name
     row.fields = json.dumps(plain, sort_keys=True)
@@ -210,17 +211,18 @@ def test_connection(
 ) -> dict[str, Any]:
     """TestConnectionResult: ``{success, error}`` (a failed check is not an HTTP error)."""
     connector = _connector(spec.type)
-    kept: dict[str, Any] = {}
+    stored: dict[str, Any] | None = None
     fields = dict(spec.fields)
     if destination_id is not None:
         row = get(session, boundary.team_id, destination_id)
         if connector.name == row.type:
-            kept = box.open(row.secrets)
+            stored = _stored(row, box)
             fields = {**json.loads(row.fields or "{}"), **fields}
     if spec.new_password and "password" in secret_fields(connector.Settings):
         fields["password"] = spec.new_password
-    plain, secrets = _settings(connector, fields, kept, boundary)
-    settings = parse_settings(connector.Settings, {**plain, **secrets}, boundary)
+    # A saved password goes only where it was saved for: a new host without it is a 400.
+    values = _settings(connector, fields, stored, boundary)
+    settings = parse_settings(connector.Settings, values, boundary)
     try:
         connector.test_connection(settings, boundary)
     except RunError as exc:
@@ -250,9 +252,9 @@ def destination_type(kind: str) -> dict[str, Any]:
 
 def to_wire(row: Destination, box: SecretBox) -> dict[str, Any]:
     """DestinationInfo (plus our ``type``, ``fields`` and timestamps)."""
-    fields = json.loads(row.fields or "{}")
-    present = frozenset(box.open(row.secrets)) if row.secrets else frozenset()
     connector = registry.get_destination(row.type)
+    fields = credentials.mask(connector.Settings, json.loads(row.fields or "{}"))
+    present = frozenset(box.open(row.secrets)) - {credentials.BOUND} if row.secrets else frozenset()
     return {
         "id": row.id,
         "display_name": row.display_name,

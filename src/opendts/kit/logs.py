@@ -127,8 +127,8 @@ def wants_json(stream: Any = None) -> bool:
 def configure(level: str | int = "info", json: bool | None = None) -> logging.Handler:
     """Send every log record to stderr, as JSON lines or text (``json=None``: ``wants_json``).
 
-    Replaces the root logger's handlers (as ``logging.basicConfig(force=True)`` would) and
-    quiets Alembic's per-migration chatter. Returns the handler.
+    Replaces the root logger's handlers (as ``logging.basicConfig(force=True)`` would), quiets
+    Alembic's per-migration chatter and httpx's request lines. Returns the handler.
     """
     use_json = wants_json() if json is None else json
     handler = logging.StreamHandler(sys.stderr)
@@ -141,4 +141,8 @@ def configure(level: str | int = "info", json: bool | None = None) -> logging.Ha
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs each request's full URL at INFO, and a source's URL may carry credentials in
+    # its query string: the http source logs what it does in its own words, URLs made safe.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     return handler

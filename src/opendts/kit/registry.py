@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from opendts.auth import models as auth_models
 from opendts.backfills import models as backfill_models
+from opendts.connections import models as connection_models
 from opendts.destinations import models as destination_models
 from opendts.kit.db import Base
 from opendts.runs import models as run_models
@@ -14,6 +15,7 @@ MODEL_MODULES = (
     team_models,
     auth_models,
     destination_models,
+    connection_models,
     transfer_models,
     backfill_models,
     run_models,

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from opendts.backfills.models import Backfill
 from opendts.connectors import registry
-from opendts.connectors.base import ConfigError, RefreshMode, parse_settings, reveal, secret_fields
+from opendts.connectors.base import RefreshMode, Source
 from opendts.connectors.boundary import Boundary
 from opendts.connectors.describe import setup_settings
 from opendts.destinations.models import Destination
@@ -28,6 +28,7 @@ from opendts.kit.errors import InvalidParameter, NotFound
 from opendts.kit.secrets import SecretBox
 from opendts.transfers import schedule as schedules
 from opendts.transfers import service
+from opendts.transfers import source as source_settings
 from opendts.transfers.models import Transfer, TransferState
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -42,6 +43,7 @@ class Parsed:
     source: str = ""
     source_plain: dict[str, Any] = field(default_factory=dict)
     source_secrets: dict[str, Any] = field(default_factory=dict)
+    connection_id: str | None = None
     destination_id: int = 0
     display_name: str = ""
     schema_id: int | None = None
@@ -242,27 +244,14 @@ def validate(
             problems.append(("source_config", "invalidType", "must be a JSON object"))
         else:
             config.update(extra)
-    secret = secret_fields(source.Settings)
-    if existing is not None and existing.source == source.name and existing.source_secrets:
-        for name, value in box.open(existing.source_secrets).items():
-            if config.get(name) in (None, "") and name in secret:
-                config[name] = value
-    try:
-        parsed = parse_settings(source.Settings, config, boundary)
-    except ConfigError as exc:
-        for name, message in exc.problems:
-            code = (
-                "isEmpty"
-                if message == "required"
-                else "unknown"
-                if message == "unknown field"
-                else "invalidValue"
-            )
-            problems.append((f"source_config.{name}", code, message))
-        return out, problems
-    values = reveal(parsed)
-    out.source_plain = {k: v for k, v in values.items() if k not in secret}
-    out.source_secrets = {k: v for k, v in values.items() if k in secret and v not in (None, "")}
+    settled, source_problems = source_settings.settle(
+        session, box, boundary, source, config, payload, existing
+    )
+    problems += source_problems
+    if settled is not None:
+        out.source_plain = settled.plain
+        out.source_secrets = settled.sealed
+        out.connection_id = settled.connection_id
     return out, problems
 
 
@@ -281,6 +270,7 @@ def _apply(transfer: Transfer, parsed: Parsed, box: SecretBox, now: datetime) ->
     transfer.source = parsed.source
     transfer.config = json.dumps(parsed.source_plain, sort_keys=True)
     transfer.source_secrets = box.seal(parsed.source_secrets)
+    transfer.data_source_connection_id = parsed.connection_id
     transfer.destination_id = parsed.destination_id
     transfer.table_name = parsed.table
     transfer.date_column = parsed.date_column
@@ -379,9 +369,20 @@ def _source_title(name: str | None) -> str:
         return name
 
 
+def _installed(name: str | None) -> Source | None:
+    if name is None:
+        return None
+    try:
+        return registry.get_source(name)
+    except registry.UnknownConnector:
+        return None
+
+
 def configuration(session: Session, transfer: Transfer) -> dict[str, Any]:
-    """TransferConfigurationResponse (plus our extensions)."""
+    """TransferConfigurationResponse (plus our extensions); credentials masked."""
     plain = json.loads(transfer.config or "{}")
+    if transfer.source:
+        plain = source_settings.shown(_installed(transfer.source), plain)
     source_id = transfer.source or transfer.kind
     return {
         "transfer_id": transfer.id,
@@ -408,6 +409,7 @@ def configuration(session: Session, transfer: Transfer) -> dict[str, Any]:
         "state": transfer.state,
         "kind": transfer.kind,
         "source_config": plain if transfer.source else {},
+        "data_source_connection_id": transfer.data_source_connection_id,
         "table": transfer.table_name,
         "date_column": transfer.date_column,
         "refresh_mode": transfer.refresh_mode,

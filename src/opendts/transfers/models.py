@@ -42,6 +42,11 @@ class Transfer(Base):
     destination_id: Mapped[int | None] = mapped_column(
         BigId, ForeignKey("destinations.id"), nullable=True, index=True
     )
+    #: The data-source connection whose settings and credentials the source reads with
+    #: (``opendts.connections``); the transfer's own settings go on top.
+    data_source_connection_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("data_source_connections.id"), nullable=True, index=True
+    )
     table_name: Mapped[str | None] = mapped_column(String(63), nullable=True)
     date_column: Mapped[str] = mapped_column(String(63), default="date")
     refresh_mode: Mapped[str] = mapped_column(String(20), default="replace")

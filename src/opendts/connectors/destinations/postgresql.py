@@ -64,6 +64,15 @@ APPLICATION_NAME = "opendts"
 class PostgreSQLSettings(ConnectorSettings):
     """How to reach the database, and the schema tables go in."""
 
+    #: The password is sent only to this server, database and user, over this sslmode.
+    credential_location: ClassVar[tuple[str, ...] | None] = (
+        "host",
+        "port",
+        "database",
+        "user",
+        "sslmode",
+    )
+
     host: str = "127.0.0.1"
     port: int = Field(default=5432, ge=1, le=65535)
     database: str = Field(min_length=1, max_length=63)

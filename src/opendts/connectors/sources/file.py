@@ -8,11 +8,12 @@ become JSON text.
 
 A file that is not there yet is retried by default (an export that lands later), skipped
 (``missing="empty"``) or fails the date (``missing="fail"``). A file the parser rejects fails
-the date with the file's name and the parser's message.
+the date with the file's name and what the parser found where, never the file's content.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Generator, Iterator
 from datetime import date
 from pathlib import Path
@@ -24,7 +25,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 from pydantic import Field, ValidationInfo, field_validator
 
-from opendts.connectors import paths
+from opendts.connectors import excerpts, paths
 from opendts.connectors.base import ConnectorSettings, ReadRequest
 from opendts.connectors.sources.http import check_template, flatten_nested, render
 from opendts.engine.errors import TerminalRunError, TransientRunError
@@ -164,7 +165,7 @@ class FileSource:
                     return
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
                     raise TerminalRunError(
-                        f"The file {path} is not valid {_NAMES[fmt]}: {exc}"
+                        f"The file {path} is not valid {_NAMES[fmt]}: {_parser_problem(exc)}"
                     ) from None
                 except EOFError as exc:
                     raise TerminalRunError(
@@ -183,6 +184,12 @@ class FileSource:
 
 
 _NAMES: dict[Format, str] = {"csv": "CSV", "parquet": "Parquet", "jsonl": "JSON lines"}
+
+
+def _parser_problem(exc: Exception) -> str:
+    """What the parser found and where, without the file's content (pyarrow quotes the row)."""
+    text = re.sub(r"(Expected \d+ columns?, got \d+).*", r"\1", str(exc))
+    return excerpts.excerpt(text) or type(exc).__name__
 
 
 def _os_error(path: Path, exc: OSError) -> TerminalRunError | TransientRunError:

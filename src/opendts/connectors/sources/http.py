@@ -22,15 +22,20 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal
+from urllib.parse import unquote
 
 import httpx
 import pyarrow as pa
 from pydantic import Field, SecretStr, field_validator
 
-from opendts.connectors.base import ConnectorSettings, ReadRequest
+from opendts.connectors import credentials, excerpts
+from opendts.connectors.base import ConnectorSettings, ReadRequest, reveal
 from opendts.engine.errors import TerminalRunError, TransientRunError
 
 log = logging.getLogger("opendts.connectors.http")
+
+#: Characters of a JSON error answer quoted in a run message.
+EXCERPT_CHARS = 120
 
 # --- templates ------------------------------------------------------------------------------
 
@@ -153,6 +158,12 @@ def flatten_nested(batch: pa.RecordBatch) -> pa.RecordBatch:
 class HttpSettings(ConnectorSettings):
     """Where the API is, how to authenticate, where the records are, how pages follow."""
 
+    #: The token, the URL's userinfo and query values and every header and parameter value are
+    #: credentials, sent only to the URL's origin (scheme, host and port).
+    credential_location: ClassVar[tuple[str, ...] | None] = ()
+    credential_urls: ClassVar[Mapping[str, str]] = {"url": "http"}
+    credential_maps: ClassVar[tuple[str, ...]] = ("params", "headers")
+
     url: str = Field(
         description="URL template, e.g. https://api.example.com/report?day={date}",
     )
@@ -249,12 +260,36 @@ def _lookup(body: Any, path: str) -> tuple[bool, Any, str]:
 
 
 def _describe(value: Any) -> str:
+    """The shape of a JSON value, without its data (keys of an object are its shape)."""
     if isinstance(value, dict):
-        keys = ", ".join(list(map(str, value))[:20]) or "none"
+        keys = ", ".join(str(key)[:40] for key in list(value)[:20]) or "none"
         return f"an object with keys {keys}"
     if isinstance(value, list):
         return f"a list of {len(value)} items"
-    return f"{type(value).__name__} {json.dumps(value, default=str)[:100]}"
+    if isinstance(value, str):
+        return f"a string of {len(value):,} characters"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "null" if value is None else "a number"
+
+
+def _credentials(settings: HttpSettings, day: date) -> list[str]:
+    """Every credential the requests carry, as written and as sent: kept out of messages, and
+    a reason not to follow a next link to another site."""
+    out: set[str] = set()
+    for value in credentials.secret_values(HttpSettings, reveal(settings)):
+        try:
+            rendered = render(value, day)
+        except (ValueError, KeyError, IndexError, AttributeError):
+            rendered = value
+        out |= {value, rendered, unquote(rendered)}
+    return sorted(out)
+
+
+def _body(response: httpx.Response) -> str:
+    """What kind of body an answer has, and how long it is (its content is not shown)."""
+    kind = response.headers.get("content-type", "") or "no content type"
+    return f"{kind}, {len(response.content):,} bytes"
 
 
 def _safe_url(url: httpx.URL) -> str:
@@ -297,11 +332,22 @@ class _Reader:
         self.settings = settings
         self.request = request
         self.client = client
-        self.secret = settings.token.get_secret_value() if settings.token else ""
+        self.secrets = _credentials(settings, request.data_date)
         self.origin = httpx.URL(render(settings.url, request.data_date))
 
     def redact(self, text: str) -> str:
-        return text.replace(self.secret, "***") if self.secret else text
+        return excerpts.mask(text, self.secrets)
+
+    def excerpt(self, response: httpx.Response) -> str:
+        """A short look at an error answer: a JSON body's start with credentials masked (APIs
+        explain themselves there), never another kind of body (a page, another server's data)."""
+        if not response.content.strip():
+            return "(empty body)"
+        if "json" not in response.headers.get("content-type", "").lower():
+            return f"a body of {_body(response)}, not shown"
+        return excerpts.excerpt(
+            response.text, secrets=self.secrets, hide_values=False, limit=EXCERPT_CHARS
+        )
 
     def check_cancelled(self) -> None:
         if self.request.cancelled.is_set():
@@ -361,10 +407,9 @@ class _Reader:
                         )
                     wait = self._backoff(attempt) if retry_after is None else retry_after
                 else:
-                    snippet = self.redact(response.text)[:200].strip()
                     raise TerminalRunError(
-                        f"{shown} answered {phrase}: {snippet or '(empty body)'}. "
-                        f"{_hint(status, bool(self.secret))}"
+                        f"{shown} answered {phrase}: {self.excerpt(response)}. "
+                        f"{_hint(status, s.token is not None)}"
                     )
             if attempt + 1 < tries:
                 log.info("%s %s; retrying in %.1f s", shown, problem, wait)
@@ -380,10 +425,9 @@ class _Reader:
         try:
             body = json.loads(response.content)
         except (ValueError, UnicodeDecodeError):
-            kind = response.headers.get("content-type", "no content type")
-            snippet = self.redact(response.text)[:200].strip() or "(empty body)"
             raise TerminalRunError(
-                f"{shown} answered with a body that is not JSON ({kind}): {snippet}"
+                f"{shown} answered with a body that is not JSON ({_body(response)}). "
+                "Check the source's URL."
             ) from None
         path = self.settings.records_path
         found, value, where = _lookup(body, path)
@@ -420,17 +464,20 @@ class _Reader:
         try:
             target = current.join(value)
         except (httpx.InvalidURL, ValueError) as exc:
-            raise TerminalRunError(f"The next page's link is not a URL ({exc}).") from None
+            reason = excerpts.excerpt(str(exc), secrets=self.secrets)
+            raise TerminalRunError(f"The next page's link is not a URL ({reason}).") from None
         if target.scheme not in ("http", "https"):
-            raise TerminalRunError(f"The next page's link is not an http(s) URL: {value[:200]}")
-        if self.secret and (target.scheme, target.host, target.port) != (
+            raise TerminalRunError(
+                f"The next page's link is not an http(s) URL (scheme {target.scheme[:20]!r})."
+            )
+        if self.secrets and (target.scheme, target.host, target.port) != (
             self.origin.scheme,
             self.origin.host,
             self.origin.port,
         ):
             raise TerminalRunError(
                 f"The next page's link points to another site ({_safe_url(target)}); "
-                "the token is not sent there."
+                "the credentials are not sent there."
             )
         return target
 

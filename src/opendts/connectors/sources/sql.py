@@ -5,15 +5,16 @@ The query binds the date as ``:date`` (``WHERE day = :date``); rows stream in ch
 timestamps keep their types; nested values such as JSON or arrays become JSON text).
 
 A database that cannot be reached is a transient failure (the date is retried); a query the
-database rejects (bad SQL, a missing table or column) fails the date with its message. The
-URL may hold a password: it is a credential, and messages show the URL with it hidden.
+database rejects (bad SQL, a missing table or column) fails the date with the first line of its
+message, rejected values hidden. The URL's password (and query values) are credentials: stored
+sealed, shown as ``***``, sent only to the rest of the URL.
 A relative SQLite path lives in the data folder.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +25,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import NullPool
 
-from opendts.connectors import paths
+from opendts.connectors import excerpts, paths
 from opendts.connectors.base import ConnectorSettings, ReadRequest
 from opendts.connectors.sources.http import column_array
 from opendts.engine.errors import RunError, TerminalRunError, TransientRunError
@@ -76,6 +77,10 @@ def _sqlite_file(url: URL) -> str | None:
 class SqlSettings(ConnectorSettings):
     """The database and the query that selects one date's rows."""
 
+    #: The URL's password (and query values) are sent only to the rest of the URL.
+    credential_location: ClassVar[tuple[str, ...] | None] = ()
+    credential_urls: ClassVar[Mapping[str, str]] = {"url": "database"}
+
     url: SecretStr = Field(
         description="SQLAlchemy URL, e.g. postgresql://user:password@host:5432/db "
         "or sqlite:///data.db"
@@ -116,14 +121,12 @@ class SqlSettings(ConnectorSettings):
 
 
 def _message(exc: BaseException, secret: str | None) -> str:
-    """The database's own message: the DB-API error's first lines, password removed."""
+    """The database's own message, safe to show: its first line, the password masked, quoted
+    values hidden (a rejected value is data; a table or column name is kept)."""
     orig = getattr(exc, "orig", None)
     text_ = str(orig if orig is not None else exc).strip()
-    lines = [line for line in text_.splitlines() if line.strip()][:3]
-    text_ = " ".join(line.strip() for line in lines) or type(exc).__name__
-    if secret:
-        text_ = text_.replace(secret, "***")
-    return text_[:500]
+    shown = excerpts.excerpt(text_, secrets=[secret] if secret else [])
+    return shown or type(exc).__name__
 
 
 def _classify(exc: sa_exc.SQLAlchemyError, shown: str, secret: str | None) -> RunError:
