@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from opendts.auth.permissions import Role, Scope
 from opendts.connectors.boundary import Boundary
 from opendts.connectors.load import LoadKind
+from opendts.engine.errors import TerminalRunError
 from opendts.engine.kinds import RunContext
 from opendts.kit.db import Database
 from opendts.kit.secrets import box_for
@@ -303,3 +304,35 @@ def test_a_transfer_names_a_connection_of_its_team_and_source(
         headers=account.headers,
     )
     assert good.json() == {"is_valid": True, "errors": []}
+
+
+def test_a_connection_moved_away_from_its_transfers_url_fails_their_runs(
+    client: TestClient, account: Account, db: Database, settings: Settings
+) -> None:
+    connection_id = api_connection(client, account)["connection_id"]
+    created = client.post(
+        f"/v1/teams/{account.team_id}/transfers",
+        json=transfer_body(
+            destination(client, account),
+            data_source_connection_id=connection_id,
+            source_config={"url": "https://api.example.com/v2/ads?day={date}"},
+        ),
+        headers=account.headers,
+    )
+    assert created.status_code == 201, created.text
+    moved = client.patch(
+        url(account, f"/{connection_id}"),
+        json={"fields": {"url": "https://new.example.com/ads", "token": "new-token"}},
+        headers=account.headers,
+    )
+    assert moved.status_code == 200
+    kind = LoadKind(
+        db,
+        lambda: box_for(settings.data_dir, settings.secret_key),
+        lambda team_id: Boundary.for_team(settings, team_id),
+    )
+    context = RunContext(
+        1, account.team_id, created.json()["data"]["transfer_id"], date.today(), 1, 1
+    )
+    with pytest.raises(TerminalRunError, match="where its data-source connection points"):
+        kind.execute(context, {})

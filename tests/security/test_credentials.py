@@ -271,6 +271,61 @@ def test_a_transfer_cannot_point_a_connections_token_at_another_site(
         assert trap.seen == []
 
 
+def load_kind(db: Database, settings: Settings) -> LoadKind:
+    return LoadKind(
+        db,
+        lambda: box_for(settings.data_dir, settings.secret_key),
+        lambda team_id: Boundary.for_team(settings, team_id),
+    )
+
+
+def test_moving_a_connection_does_not_take_a_transfers_own_credentials_along(
+    client: TestClient, account: Account, db: Database, settings: Settings
+) -> None:
+    connection = post(
+        client,
+        account,
+        "/data-source-connections",
+        {
+            "data_source_id": "http",
+            "destination_type": "duckdb",
+            "fields": {"url": "https://api.example.com/ads?day={date}", "token": TOKEN},
+        },
+    ).json()["data"]["connection_id"]
+    destination = post(
+        client,
+        account,
+        "/destinations",
+        {"type": "duckdb", "display_name": "W", "fields": {"path": "w.duckdb"}},
+    ).json()["data"]["id"]
+    created = post(
+        client,
+        account,
+        "/transfers",
+        {
+            "data_source_id": "http",
+            "destination_id": destination,
+            "display_name": "Own key too",
+            "data_source_connection_id": connection,
+            "source_config": {"headers": {"X-Api-Key": HEADER_KEY}},
+        },
+    )
+    assert created.status_code == 201, created.text
+    with http_trap() as trap:
+        # An editor moves the connection, typing a token of their own: that much is allowed...
+        moved = client.patch(
+            f"/v1/teams/{account.team_id}/data-source-connections/{connection}",
+            json={"fields": {"url": trap.base + "/ads?day={date}", "token": "editors-own"}},
+            headers=account.headers,
+        )
+        assert moved.status_code == 200, moved.text
+        # ...but the transfer's own key, saved for the old site, does not follow.
+        context = RunContext(1, account.team_id, created.json()["data"]["transfer_id"], DAY, 1, 1)
+        with pytest.raises(TerminalRunError, match="save the transfer again"):
+            load_kind(db, settings).execute(context, {})
+        assert trap.seen == []
+
+
 def test_a_run_refuses_credentials_whose_settings_moved_behind_the_apis_back(
     client: TestClient, account: Account, db: Database, settings: Settings
 ) -> None:
@@ -289,14 +344,9 @@ def test_a_run_refuses_credentials_whose_settings_moved_behind_the_apis_back(
                 .where(Transfer.id == transfer_id)
                 .values(config=json.dumps({**config, "url": trap.base + "/ads?day={date}"}))
             )
-        kind = LoadKind(
-            db,
-            lambda: box_for(settings.data_dir, settings.secret_key),
-            lambda team_id: Boundary.for_team(settings, team_id),
-        )
         context = RunContext(1, account.team_id, transfer_id, DAY, 1, 1)
         with pytest.raises(TerminalRunError, match="saved for another url"):
-            kind.execute(context, {})
+            load_kind(db, settings).execute(context, {})
         assert trap.seen == []
 
 

@@ -24,13 +24,9 @@ the settings a run is about to use, so the rule also holds where the credentials
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import date
 from functools import cache
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import create_model
 from pydantic.fields import FieldInfo
@@ -43,17 +39,18 @@ from opendts.connectors.base import (
     secret_fields,
 )
 from opendts.connectors.boundary import Boundary
+from opendts.connectors.secret_urls import (
+    HTTP,
+    MASK,
+    is_plain,
+    mask_url,
+    restore_url,
+    secrets_in,
+    target,
+)
 
-#: What a credential looks like in anything shown; sent back, it means "keep the stored one".
-MASK = "***"
 #: Key of the sealed credentials that holds the location they were stored for.
 BOUND = "@location"
-HTTP = "http"
-DATABASE = "database"
-
-_PLACEHOLDERS = re.compile(r"(?:\{date(?::[^{}]*)?\})+")
-_SAMPLE_DATE = date(2024, 1, 31)
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 # --- what a connector declares ----------------------------------------------------------------
@@ -87,143 +84,6 @@ def unbound(model: type[ConnectorSettings], values: Mapping[str, Any]) -> list[s
     return [n for n in names if n not in values and n in fields and fields[n].is_required()]
 
 
-def has_credentials(model: type[ConnectorSettings]) -> bool:
-    """Whether settings of ``model`` can hold credentials at all."""
-    return bool(secret_fields(model) or _urls(model) or _maps(model))
-
-
-# --- URLs, taken apart without re-encoding anything (templates stay templates) ----------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Url:
-    head: str  # "scheme://", or "" for a URL without an authority
-    userinfo: str | None
-    host: str  # host[:port]
-    path: str
-    query: str | None
-    fragment: str | None
-
-    @classmethod
-    def parse(cls, url: str) -> _Url:
-        rest, hashed, fragment = url.partition("#")
-        rest, asked, query = rest.partition("?")
-        scheme, sep, after = rest.partition("://")
-        if not sep:
-            return cls("", None, "", rest, query if asked else None, fragment if hashed else None)
-        authority, slash, path = after.partition("/")
-        userinfo, at, host = authority.rpartition("@")
-        return cls(
-            scheme + sep,
-            userinfo if at else None,
-            host,
-            slash + path,
-            query if asked else None,
-            fragment if hashed else None,
-        )
-
-    def __str__(self) -> str:
-        return (
-            self.head
-            + (f"{self.userinfo}@" if self.userinfo is not None else "")
-            + self.host
-            + self.path
-            + (f"?{self.query}" if self.query is not None else "")
-            + (f"#{self.fragment}" if self.fragment is not None else "")
-        )
-
-
-def _is_plain(value: object) -> bool:
-    """A map or query value that is no credential: empty, the mask, or only date placeholders."""
-    return isinstance(value, str) and (
-        value in ("", MASK) or _PLACEHOLDERS.fullmatch(value) is not None
-    )
-
-
-def mask_url(url: str, kind: str) -> str:
-    """``url`` with its credentials shown as ``***`` (userinfo, query values)."""
-    parts = _Url.parse(url)
-    userinfo = parts.userinfo
-    if userinfo:
-        user, colon, _ = userinfo.partition(":")
-        shown_user = MASK if kind == HTTP else user
-        userinfo = shown_user + (f":{MASK}" if colon else "")
-    query = parts.query
-    if query:
-        pairs = []
-        for pair in query.split("&"):
-            key, eq, value = pair.partition("=")
-            pairs.append(key + eq + (value if not eq or _is_plain(value) else MASK))
-        query = "&".join(pairs)
-    return str(replace(parts, userinfo=userinfo, query=query))
-
-
-def _restore_url(new: str, old: str | None) -> tuple[str, bool, list[str]]:
-    """``new`` with its masked parts taken from ``old``: (url, whether any was, what is missing)."""
-    parts = _Url.parse(new)
-    before = _Url.parse(old) if old else None
-    used = False
-    missing: list[str] = []
-    userinfo = parts.userinfo
-    if userinfo is not None:
-        user, colon, password = userinfo.partition(":")
-        had = before is not None and before.userinfo is not None
-        old_user, old_colon, old_password = (
-            (before.userinfo or "").partition(":") if before is not None else ("", "", "")
-        )
-        if user == MASK:
-            if had and old_user:
-                user, used = old_user, True
-            else:
-                missing.append("its user name")
-        if colon and password == MASK:
-            if had and old_colon and old_password:
-                password, used = old_password, True
-            else:
-                missing.append("its password")
-        userinfo = user + (f":{password}" if colon else "")
-    query = parts.query
-    if query:
-        stored: dict[str, list[str]] = {}
-        for pair in (before.query or "").split("&") if before else []:
-            key, _, value = pair.partition("=")
-            stored.setdefault(key, []).append(value)
-        seen: dict[str, int] = {}
-        pairs = []
-        for pair in query.split("&"):
-            key, eq, value = pair.partition("=")
-            index = seen[key] = seen.get(key, -1) + 1
-            if eq and value == MASK:
-                olds = stored.get(key, [])
-                if index < len(olds) and olds[index] != MASK:
-                    value, used = olds[index], True
-                else:
-                    missing.append(f"its query parameter {key!r}")
-            pairs.append(key + eq + value)
-        query = "&".join(pairs)
-    return str(replace(parts, userinfo=userinfo, query=query)), used, missing
-
-
-def _target(url: str, kind: str) -> str:
-    """Where a URL sends its credentials: an HTTP origin, or a database URL minus its password."""
-    if kind == HTTP:
-        try:
-            rendered = url.format(date=_SAMPLE_DATE)
-        except (ValueError, KeyError, IndexError, AttributeError, TypeError):
-            rendered = url
-        try:
-            split_url = urlsplit(rendered)
-            port = split_url.port
-        except ValueError:
-            return rendered  # not a URL one can take apart: any change counts
-        scheme = split_url.scheme.lower()
-        return f"{scheme}://{split_url.hostname or ''}:{port or _DEFAULT_PORTS.get(scheme, '')}"
-    parts = _Url.parse(url)
-    if parts.userinfo is not None:
-        parts = replace(parts, userinfo=parts.userinfo.partition(":")[0])
-    return str(parts)
-
-
 # --- splitting, joining, masking ----------------------------------------------------------------
 
 
@@ -248,7 +108,7 @@ def split(
             if value not in (None, ""):
                 sealed[name] = value
         elif name in maps and isinstance(value, dict):
-            shown = {key: item if _is_plain(item) else MASK for key, item in value.items()}
+            shown = {key: item if is_plain(item) else MASK for key, item in value.items()}
             plain[name] = shown
             hidden = {key: item for key, item in value.items() if shown[key] != item}
             if hidden:
@@ -304,14 +164,7 @@ def secret_values(model: type[ConnectorSettings], values: Mapping[str, Any]) -> 
         if isinstance(value, dict):
             out += [item for item in value.values() if isinstance(item, str)]
         elif name in urls and isinstance(value, str):
-            parts = _Url.parse(value)
-            if parts.userinfo:
-                user, _, password = parts.userinfo.partition(":")
-                out += [user, password] if urls[name] == HTTP else [password]
-            for pair in (parts.query or "").split("&"):
-                _, eq, item = pair.partition("=")
-                if eq and not _is_plain(item):
-                    out.append(item)
+            out += secrets_in(value, urls[name])
         elif isinstance(value, str):
             out.append(value)
     return [item for item in out if item]
@@ -335,7 +188,7 @@ def location(model: type[ConnectorSettings], values: Mapping[str, Any]) -> dict[
         out[name] = json.dumps(value, sort_keys=True, default=str)
     for name, kind in _urls(model).items():
         value = values.get(name)
-        out[name] = _target(value, kind) if isinstance(value, str) else ""
+        out[name] = target(value, kind) if isinstance(value, str) else ""
     return out
 
 
@@ -405,7 +258,7 @@ def restore(
                 problems.append((name, unknown))
             continue
         if isinstance(new, str):
-            url, used, missing = _restore_url(new, before if isinstance(before, str) else None)
+            url, used, missing = restore_url(new, before if isinstance(before, str) else None)
             out[name] = url
             if used:
                 kept.append(name)

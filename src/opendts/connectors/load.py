@@ -198,17 +198,26 @@ class LoadKind:
         except SecretKeyError as exc:
             raise TerminalRunError(str(exc)) from None
         # Stored credentials go only where they were saved for, whatever changed since.
-        for model, sealed, config, whose in (
-            (source.Settings, own_sealed, source_config, "the transfer's source"),
-            (source.Settings, connection_sealed, source_config, "its data-source connection"),
-            (destination.Settings, destination_sealed, destination_config, "the destination"),
+        for model, sealed, config, fix in (
+            (source.Settings, own_sealed, source_config, "save the transfer again with them"),
+            (
+                source.Settings,
+                connection_sealed,
+                source_config,
+                "point the transfer where its data-source connection points",
+            ),
+            (
+                destination.Settings,
+                destination_sealed,
+                destination_config,
+                "save the destination again with them",
+            ),
         ):
             moved = credentials.moved(model, sealed, config)
             if moved:
                 raise TerminalRunError(
-                    f"The credentials of {whose} were saved for another {moved[0]} than the "
-                    "settings now name, so they are not sent: save them again with the "
-                    "credentials."
+                    f"Stored credentials were saved for another {moved[0]} than the settings "
+                    f"now name, so they are not sent: {fix}."
                 )
         try:
             source_settings = parse_settings(source.Settings, source_config, boundary)
