@@ -147,7 +147,7 @@ def update(
     spec: DestinationInput,
 ) -> Destination:
     """Replace a destination's settings; credentials left out (or blank) are kept, unless the
-    settings now point elsewhere (another host, port, database or user: 400)."""
+    settings now say to send them elsewhere (400 naming the field and the credential)."""
     row = get(session, boundary.team_id, destination_id)
     connector = _connector(spec.type)
     stored = _stored(row, box) if connector.name == row.type else None
