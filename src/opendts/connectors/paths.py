@@ -1,8 +1,330 @@
-"""Where embedded connectors keep their files: relative paths live in the data folder."""
+"""A team's files: where they live, and the checks that keep every path a team types in them.
+
+Layout of the data folder (``OPENDTS_DATA_DIR``)::
+
+    opendts.db (-wal, -shm, -journal)   the metadata database        never reachable by a team
+    secret.key                          the credentials key          never reachable by a team
+    teams/<team_id>/                    the team's folder (0700, created on first write)
+        warehouse.duckdb, lake/, ...    embedded warehouses: ``duckdb``, ``sqlite``, ``parquet``
+                                        paths and a ``sql`` source's SQLite file, relative to it
+        files/                          what the ``file`` source reads (relative paths)
+
+Besides its ``files/`` folder, the ``file`` source reads ``<root>/<team_id>/`` of each
+operator root (``OPENDTS_FILE_ROOTS``), named by its absolute path.
+
+A path is checked when a config is saved (``check_team_path``, ``check_source_path``: the
+shape always, the resolved path when a boundary is given) and again when it is used
+(``team_path``, ``open_source_file``): a symbolic link can be planted in between. Absolute
+paths (outside the roots), ``~``, ``..`` and NUL are refused by shape; a symbolic link that
+resolves outside the folder is refused; the data folder outside the team's own folder, the
+metadata database and the secret key are refused however they are reached (by path and by
+inode, so a hard link does not help either). Messages name the path as the team typed it,
+never a server folder.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
+import errno
+import os
+import stat
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from opendts.connectors.boundary import TEAMS_FOLDER, Boundary
+from opendts.engine.errors import TerminalRunError
+from opendts.kit.secrets import KEY_FILE
+
+#: The team's folder that the ``file`` source reads relative paths from.
+FILES_FOLDER = "files"
+#: Longest path a team may type (the kernel's own limit is 4096 bytes).
+MAX_PATH_CHARS = 1024
+#: Modes of what opendts creates for a team: private to the server's user.
+FOLDER_MODE = 0o700
+FILE_MODE = 0o600
+
+_METADATA_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+class PathRefused(TerminalRunError, ValueError):
+    """A path that would leave what the team may reach.
+
+    A ``ValueError`` inside settings validators (the API answers 400 naming the field) and a
+    ``TerminalRunError`` at run time (retrying cannot help).
+    """
+
+
+# --- folders -----------------------------------------------------------------------------
+
+
+def team_dir(boundary: Boundary) -> Path:
+    """The team's folder, ``<data dir>/teams/<team_id>`` (it may not exist yet)."""
+    return boundary.data_dir.resolve() / TEAMS_FOLDER / str(boundary.team_id)
+
+
+def files_dir(boundary: Boundary) -> Path:
+    """The team's ``files/`` folder: relative paths of the ``file`` source start here."""
+    return team_dir(boundary) / FILES_FOLDER
+
+
+def root_dirs(boundary: Boundary) -> list[Path]:
+    """``<root>/<team_id>`` of each operator root: absolute ``file`` source paths live there."""
+    return [root / str(boundary.team_id) for root in boundary.file_roots]
+
+
+def ensure_team_dir(boundary: Boundary) -> Path:
+    """The team's folder, created (with ``files/``) mode 0700 if missing; returns it."""
+    folder = team_dir(boundary)
+    for step in (folder.parent.parent, folder.parent, folder):
+        with contextlib.suppress(FileExistsError):
+            step.mkdir(mode=FOLDER_MODE, parents=step == folder.parent.parent)
+    if folder.is_symlink() or folder.parent.is_symlink():
+        raise PathRefused(
+            "The team's folder is a symbolic link, which opendts does not follow: the server's "
+            "operator must replace it with a folder."
+        )
+    with contextlib.suppress(FileExistsError):
+        (folder / FILES_FOLDER).mkdir(mode=FOLDER_MODE)
+    return folder
+
+
+def make_private(path: Path) -> None:
+    """Narrow ``path``'s mode to 0600 (a file) or 0700 (a folder) if others may use it."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        return
+    wanted = FOLDER_MODE if stat.S_ISDIR(info.st_mode) else FILE_MODE
+    if info.st_mode & 0o077:
+        with contextlib.suppress(OSError):  # another owner's file: its mode is theirs
+            os.chmod(path, stat.S_IMODE(info.st_mode) & wanted)
+
+
+# --- shape -------------------------------------------------------------------------------
+
+
+def _shape(value: str, *, absolute: bool, example: str) -> PurePosixPath:
+    """``value`` as a path, after the checks that need no file system."""
+    if "\x00" in value:
+        raise PathRefused("must not contain NUL characters")
+    if len(value) > MAX_PATH_CHARS:
+        raise PathRefused(f"must be at most {MAX_PATH_CHARS} characters")
+    if value.startswith("~"):
+        raise PathRefused(
+            f"'~' (a home folder) is not allowed: write a path relative to the team's folder, "
+            f"e.g. {example}"
+        )
+    path = PurePosixPath(value)
+    if path.is_absolute() and not absolute:
+        raise PathRefused(
+            f"absolute paths are not allowed: write a path relative to the team's folder, "
+            f"e.g. {example}"
+        )
+    if ".." in path.parts:
+        raise PathRefused("'..' is not allowed: the path must stay inside the team's folder")
+    return path
+
+
+# --- what no team may reach ----------------------------------------------------------------
+
+
+def _protected_files(boundary: Boundary) -> list[Path]:
+    """The secret key and the metadata database's files (wherever the operator put them)."""
+    found = [boundary.data_dir.resolve() / KEY_FILE]
+    url = boundary.metadata_url
+    if url and url.startswith("sqlite"):
+        with contextlib.suppress(ArgumentError, ValueError):
+            database = make_url(url).database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                main = Path(database).expanduser().resolve()
+                found += [main.with_name(main.name + suffix) for suffix in _METADATA_SUFFIXES]
+    return found
+
+
+def _refuse_protected(
+    target: Path, boundary: Boundary, shown: str, info: os.stat_result | None
+) -> None:
+    """Refuse ``target`` (resolved; ``info`` its ``stat``, if it exists) unless the team's."""
+    data = boundary.data_dir.resolve()
+    if target.is_relative_to(data) and not target.is_relative_to(team_dir(boundary)):
+        raise PathRefused(f"{shown!r} is inside the server's own data folder: not allowed")
+    for protected in _protected_files(boundary):
+        same = protected == target
+        if not same and info is not None:
+            other = _stat(protected)
+            same = other is not None and (other.st_dev, other.st_ino) == (
+                info.st_dev,
+                info.st_ino,
+            )
+        if same:
+            raise PathRefused(f"{shown!r} is one of the server's own files: not allowed")
+
+
+def _resolved_inside(base: Path, relative: PurePosixPath, shown: str) -> Path:
+    """``base / relative`` with symbolic links resolved; refused if it ends outside ``base``."""
+    try:
+        target = (base / relative).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        raise PathRefused(f"{shown!r} cannot be resolved (a loop of symbolic links)") from None
+    if not target.is_relative_to(base):
+        raise PathRefused(f"{shown!r} leads outside the team's folder through a symbolic link")
+    return target
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+def _check(target: Path, boundary: Boundary, shown: str) -> Path:
+    _refuse_protected(target, boundary, shown, _stat(target))
+    return target
+
+
+# --- warehouse files: inside the team's folder -------------------------------------------------
+
+
+def check_team_path(value: str, boundary: Boundary | None, *, example: str) -> str:
+    """``value`` if it can name a file or folder in the team's folder; ``PathRefused`` if not.
+
+    Used by settings validators: without a boundary only the shape is checked. ``example`` is
+    a good value, for the message.
+    """
+    _shape(value, absolute=False, example=example)
+    if boundary is not None:
+        team_path(value, boundary, example=example)
+    return value
+
+
+def team_path(value: str, boundary: Boundary, *, example: str = "warehouse.duckdb") -> Path:
+    """The absolute path, symbolic links resolved, of ``value`` in the team's folder.
+
+    Call it right before using the path (each write, read and test-connection): the result
+    holds no symbolic link at the time of the call. ``PathRefused`` says why not.
+    """
+    relative = _shape(value, absolute=False, example=example)
+    return _check(_resolved_inside(team_dir(boundary), relative, value), boundary, value)
+
+
+def shown(path: Path, boundary: Boundary) -> str:
+    """``path`` as a team knows it: relative to its folder (a root path stays absolute)."""
+    folder = team_dir(boundary)
+    return str(path.relative_to(folder)) if path.is_relative_to(folder) else str(path)
+
+
+# --- source files: the team's files/ folder, or an operator root ------------------------------
+
+
+def _source_base(path: PurePosixPath, boundary: Boundary, value: str) -> Path:
+    """The folder a ``file`` source path is read from (its anchor for symlink checks)."""
+    if not path.is_absolute():
+        return files_dir(boundary)
+    for base in root_dirs(boundary):
+        if Path(path).is_relative_to(base):
+            return base
+    if boundary.file_roots:
+        allowed = ", ".join(f"{base}/" for base in root_dirs(boundary))
+        where = f"or an absolute path inside a folder shared with this team ({allowed})"
+    else:
+        where = (
+            "(the server's operator can share a folder with the team through OPENDTS_FILE_ROOTS)"
+        )
+    raise PathRefused(
+        f"{value!r} is outside the folders this team may read: use a path relative to the "
+        f"team's files folder, e.g. exports/{{date}}.csv, {where}"
+    )
+
+
+def source_path(value: str, boundary: Boundary) -> Path:
+    """The resolved path of a rendered ``file`` source path; ``PathRefused`` if not allowed."""
+    path = _shape(value, absolute=True, example="exports/{date}.csv")
+    base = _source_base(path, boundary, value)
+    relative = path.relative_to(base) if path.is_absolute() else path
+    return _check(_resolved_inside(base, PurePosixPath(relative), value), boundary, value)
+
+
+def check_source_path(value: str, boundary: Boundary | None) -> str:
+    """``value`` (a rendered ``file`` source path) if the team may read it; for validators."""
+    if boundary is None:
+        _shape(value, absolute=True, example="exports/{date}.csv")
+    else:
+        source_path(value, boundary)
+    return value
+
+
+def _anchor(target: Path, boundary: Boundary) -> Path:
+    """The operator-owned folder above ``target`` from which no symlink is followed."""
+    for root in boundary.file_roots:
+        if target.is_relative_to(root):
+            return root
+    return boundary.data_dir.resolve()
+
+
+def open_source_file(value: str, boundary: Boundary) -> BinaryIO:
+    """The rendered ``file`` source path ``value``, opened for reading.
+
+    The resolved path is opened one folder at a time from the operator's folder down, never
+    following a symbolic link (``O_NOFOLLOW``): a link swapped in after the check fails
+    instead of being followed. Only regular files open (a FIFO or a device would block or
+    never end). Raises ``PathRefused``, ``FileNotFoundError`` (missing),
+    ``IsADirectoryError`` (not a file), or another ``OSError``.
+    """
+    target = source_path(value, boundary)
+    anchor = _anchor(target, boundary)
+    parts = target.relative_to(anchor).parts
+    if not parts:
+        raise IsADirectoryError(errno.EISDIR, "is a folder", value)
+    fd = os.open(anchor, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in parts[:-1]:
+            step = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = step
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+        file_fd = os.open(parts[-1], flags, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link_race(anchor, parts):
+            raise PathRefused(
+                f"{value!r} changed into a symbolic link while it was opened: not followed"
+            ) from None
+        if exc.errno == errno.ENOTDIR:
+            raise FileNotFoundError(errno.ENOENT, "a folder on the path is a file", value) from None
+        raise
+    finally:
+        os.close(fd)
+    try:
+        info = os.fstat(file_fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a folder", value)
+        if not stat.S_ISREG(info.st_mode):
+            raise PathRefused(f"{value!r} is not a regular file (a pipe, socket or device)")
+        _refuse_protected(target, boundary, value, info)
+        os.set_blocking(file_fd, True)
+        return os.fdopen(file_fd, "rb")
+    except BaseException:
+        os.close(file_fd)
+        raise
+
+
+def _is_link_race(anchor: Path, parts: tuple[str, ...]) -> bool:
+    """Whether a component of ``anchor/parts`` is now a symbolic link."""
+    current = anchor
+    for name in parts:
+        current = current / name
+        with contextlib.suppress(OSError):
+            if current.is_symlink():
+                return True
+    return False
+
+
+# --- the process-wide data folder (being replaced by the boundary) ----------------------------
 
 _data_dir = Path("opendts-data")
 
