@@ -104,14 +104,18 @@ def test_table_names_are_checked(case: contract.Case) -> None:
 
 
 @pytest.fixture
-def sqlite_settings(tmp_path: Path) -> Iterator[sqlite_module.SQLiteSettings]:
-    previous = paths.data_dir()
-    paths.set_data_dir(tmp_path)
-    yield parse_settings(SQLiteDestination.Settings, {"path": "sub/dir/w.sqlite"})
-    paths.set_data_dir(previous)
+def sqlite_settings() -> sqlite_module.SQLiteSettings:
+    settings: sqlite_module.SQLiteSettings = parse_settings(
+        SQLiteDestination.Settings, {"path": "sub/dir/w.sqlite"}, boundary()
+    )
+    return settings
 
 
-def test_sqlite_relative_path_lives_in_the_data_folder(
+def _sqlite_file(settings: sqlite_module.SQLiteSettings) -> Path:
+    return paths.team_path(settings.path, boundary())
+
+
+def test_sqlite_relative_path_lives_in_the_team_folder(
     sqlite_settings: sqlite_module.SQLiteSettings, tmp_path: Path
 ) -> None:
     SQLiteDestination().write(
@@ -119,7 +123,8 @@ def test_sqlite_relative_path_lives_in_the_data_folder(
         WriteRequest("t", contract.DAY_A, boundary=boundary()),
         contract.day_rows(contract.DAY_A, [1]),
     )
-    assert (tmp_path / "sub" / "dir" / "w.sqlite").is_file()
+    assert (tmp_path / "teams" / "1" / "sub" / "dir" / "w.sqlite").is_file()
+    assert not (tmp_path / "sub").exists()
 
 
 def test_sqlite_types_round_trip(sqlite_settings: sqlite_module.SQLiteSettings) -> None:
@@ -158,7 +163,7 @@ def test_sqlite_types_round_trip(sqlite_settings: sqlite_module.SQLiteSettings) 
     }
     assert rows[1]["price"] == -3.5 and rows[1]["flag"] is None
     # dates are stored as ISO text, readable by any SQLite tool
-    path = paths.resolve(sqlite_settings.path)
+    path = _sqlite_file(sqlite_settings)
     with sqlite3.connect(path) as conn:
         assert conn.execute('SELECT "date" FROM typed LIMIT 1').fetchone() == ("2024-03-01",)
 
@@ -171,7 +176,7 @@ def test_sqlite_creates_an_index_on_the_date_column(
         WriteRequest("indexed", contract.DAY_A, "day", boundary=boundary()),
         contract.day_rows(contract.DAY_A, [1]).rename_columns(["id", "name", "amount", "day"]),
     )
-    with sqlite3.connect(paths.resolve(sqlite_settings.path)) as conn:
+    with sqlite3.connect(_sqlite_file(sqlite_settings)) as conn:
         plan = conn.execute(
             "EXPLAIN QUERY PLAN DELETE FROM indexed WHERE day = '2024-03-01'"
         ).fetchall()
@@ -209,7 +214,7 @@ def test_sqlite_locked_file_is_transient(
         contract.day_rows(contract.DAY_A, [1]),
     )
     monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_SECONDS", 0.2)
-    holder = sqlite3.connect(paths.resolve(sqlite_settings.path), isolation_level=None)
+    holder = sqlite3.connect(_sqlite_file(sqlite_settings), isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
         with pytest.raises(TransientRunError, match="locked by another writer"):
@@ -232,7 +237,7 @@ def test_sqlite_locked_file_is_transient(
 def test_sqlite_not_a_database_is_terminal(
     sqlite_settings: sqlite_module.SQLiteSettings,
 ) -> None:
-    path = paths.resolve(sqlite_settings.path)
+    path = _sqlite_file(sqlite_settings)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"this is not a database, just some text " * 100)
     with pytest.raises(TerminalRunError, match="SQLite cannot use"):

@@ -18,7 +18,6 @@ from opendts.api import errors
 from opendts.api.context import Runtime
 from opendts.api.middleware import EnvelopeMiddleware
 from opendts.backfills.endpoints import router as backfills_router
-from opendts.connectors import paths
 from opendts.destinations.endpoints import router as destinations_router
 from opendts.kit import metrics, migrate
 from opendts.kit.db import Database
@@ -92,7 +91,6 @@ def create_app(
     ``wake`` is called after a backfill is created: the in-process engine's wake-up.
     """
     database = db or Database(settings.resolved_database_url)
-    paths.set_data_dir(settings.data_dir)
     app = FastAPI(
         title="opendts",
         version=__version__,

@@ -219,6 +219,30 @@ def shown(path: Path, boundary: Boundary) -> str:
     return str(path.relative_to(folder)) if path.is_relative_to(folder) else str(path)
 
 
+def check_creatable(path: Path, boundary: Boundary, what: str) -> None:
+    """Whether ``path`` (in the team's folder, not there yet) could be created; creates nothing.
+
+    The nearest folder above it that exists must be a writable folder (missing folders in
+    between are created by the first write). ``TerminalRunError`` says what is in the way.
+    """
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    inside = folder.is_relative_to(team_dir(boundary)) and folder != team_dir(boundary)
+    named = f"the folder {shown(folder, boundary)!r}" if inside else "the team's folder"
+    target = f"{what} {shown(path, boundary)!r}"
+    if not folder.is_dir():
+        raise TerminalRunError(
+            f"Cannot create the folder for {target}: {shown(folder, boundary)!r} is a file, "
+            "not a folder. Fix the destination's path."
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TerminalRunError(
+            f"Cannot create {target}: {named} is not writable by the server. Fix the "
+            "folder's permissions or the destination's path."
+        )
+
+
 # --- source files: the team's files/ folder, or an operator root ------------------------------
 
 
@@ -322,25 +346,3 @@ def _is_link_race(anchor: Path, parts: tuple[str, ...]) -> bool:
             if current.is_symlink():
                 return True
     return False
-
-
-# --- the process-wide data folder (being replaced by the boundary) ----------------------------
-
-_data_dir = Path("opendts-data")
-
-
-def set_data_dir(path: Path) -> None:
-    """Called once at start (``serve``, ``worker``, tests) with ``Settings.data_dir``."""
-    global _data_dir
-    _data_dir = path
-
-
-def data_dir() -> Path:
-    """The data folder (``OPENDTS_DATA_DIR``, ``./opendts-data`` by default)."""
-    return _data_dir
-
-
-def resolve(path: str | Path) -> Path:
-    """``path`` as given if absolute, else inside the data folder."""
-    candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() else (_data_dir / candidate).resolve()
