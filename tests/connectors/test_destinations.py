@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -253,3 +255,40 @@ def test_sqlite_cancelled_write_changes_nothing(
     with pytest.raises(TransientRunError, match="interrupted"):
         destination.write(sqlite_settings, request, contract.day_rows(date(2024, 1, 1), [1]))
     assert destination.read_table(sqlite_settings, "t", boundary()).num_rows == 0
+
+
+# --- embedded warehouses are private ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "config"),
+    [
+        ("duckdb", {"path": "w/warehouse.duckdb"}),
+        ("sqlite", {"path": "w/warehouse.sqlite"}),
+        ("parquet", {"path": "w/lake"}),
+    ],
+)
+def test_embedded_warehouse_files_are_0600_and_folders_0700(
+    kind: str, config: dict[str, str], team_folder: Path
+) -> None:
+    from opendts.connectors import registry
+    from opendts.connectors.destinations import duckdb as duck
+
+    previous = os.umask(0o022)  # a distribution's default: 0644 files without care
+    try:
+        destination = registry.get_destination(kind)
+        settings = parse_settings(destination.Settings, config, boundary())
+        for n, mode in enumerate(RefreshMode):
+            destination.write(
+                settings,
+                WriteRequest("t", contract.DAY_A, mode=mode, boundary=boundary()),
+                contract.day_rows(contract.DAY_A, [n]),
+            )
+        duck.close_all()
+    finally:
+        os.umask(previous)
+    found = [team_folder, *team_folder.rglob("*")]
+    assert len(found) > 3
+    for path in found:
+        expected = 0o700 if path.is_dir() else 0o600
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path

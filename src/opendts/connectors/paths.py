@@ -36,15 +36,32 @@ from sqlalchemy.exc import ArgumentError
 
 from opendts.connectors.boundary import TEAMS_FOLDER, Boundary
 from opendts.engine.errors import TerminalRunError
+from opendts.kit.private import FILE_MODE, FOLDER_MODE, make_folders, narrow
 from opendts.kit.secrets import KEY_FILE
 
 #: The team's folder that the ``file`` source reads relative paths from.
 FILES_FOLDER = "files"
 #: Longest path a team may type (the kernel's own limit is 4096 bytes).
 MAX_PATH_CHARS = 1024
-#: Modes of what opendts creates for a team: private to the server's user.
-FOLDER_MODE = 0o700
-FILE_MODE = 0o600
+__all__ = [
+    "FILES_FOLDER",
+    "FILE_MODE",
+    "FOLDER_MODE",
+    "PathRefused",
+    "check_creatable",
+    "check_source_path",
+    "check_team_path",
+    "ensure_team_dir",
+    "files_dir",
+    "make_folders",
+    "make_private",
+    "open_source_file",
+    "root_dirs",
+    "shown",
+    "source_path",
+    "team_dir",
+    "team_path",
+]
 
 _METADATA_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
@@ -78,9 +95,7 @@ def root_dirs(boundary: Boundary) -> list[Path]:
 def ensure_team_dir(boundary: Boundary) -> Path:
     """The team's folder, created (with ``files/``) mode 0700 if missing; returns it."""
     folder = team_dir(boundary)
-    for step in (folder.parent.parent, folder.parent, folder):
-        with contextlib.suppress(FileExistsError):
-            step.mkdir(mode=FOLDER_MODE, parents=step == folder.parent.parent)
+    make_folders(folder)
     if folder.is_symlink() or folder.parent.is_symlink():
         raise PathRefused(
             "The team's folder is a symbolic link, which opendts does not follow: the server's "
@@ -93,16 +108,7 @@ def ensure_team_dir(boundary: Boundary) -> Path:
 
 def make_private(path: Path) -> None:
     """Narrow ``path``'s mode to 0600 (a file) or 0700 (a folder) if others may use it."""
-    try:
-        info = path.lstat()
-    except FileNotFoundError:
-        return
-    if stat.S_ISLNK(info.st_mode):
-        return
-    wanted = FOLDER_MODE if stat.S_ISDIR(info.st_mode) else FILE_MODE
-    if info.st_mode & 0o077:
-        with contextlib.suppress(OSError):  # another owner's file: its mode is theirs
-            os.chmod(path, stat.S_IMODE(info.st_mode) & wanted)
+    narrow(path)
 
 
 # --- shape -------------------------------------------------------------------------------

@@ -177,7 +177,7 @@ def _is_lock_error(exc: duckdb.Error) -> bool:
 def _open(entry: _File) -> duckdb.DuckDBPyConnection:
     path, shown = entry.path, entry.shown
     try:
-        path.parent.mkdir(mode=paths.FOLDER_MODE, parents=True, exist_ok=True)
+        paths.make_folders(path.parent)
     except OSError as exc:
         raise TerminalRunError(
             f"Cannot create the folder for the DuckDB file {shown} ({exc.strerror}): "

@@ -294,7 +294,7 @@ class ParquetDestination:
         root = paths.team_path(config.path, request.boundary, example="parquet")
         shown = paths.shown(root, request.boundary)
         try:
-            root.mkdir(mode=paths.FOLDER_MODE, parents=True, exist_ok=True)
+            paths.make_folders(root)
             with _table_lock(root, table, exclusive=True):
                 _clean_leftovers(root, table)
                 self._write(root, table, key, config.compression, request, data)

@@ -72,7 +72,7 @@ def _create(path: Path, shown: str) -> None:
     connection of this process has locked would drop that connection's POSIX locks.
     """
     try:
-        path.parent.mkdir(mode=paths.FOLDER_MODE, parents=True, exist_ok=True)
+        paths.make_folders(path.parent)
     except OSError as exc:
         raise TerminalRunError(
             f"Cannot create the folder for the SQLite file {shown} ({exc.strerror}): "
