@@ -72,8 +72,11 @@ def open_database(settings: Settings) -> Database:
     delay = 0.2
     for attempt in range(1, MIGRATE_ATTEMPTS + 1):
         try:
-            migrate.upgrade(db)
+            migrate.upgrade(db, data_dir=settings.data_dir)
             return db
+        except migrate.UpgradeBlocked as exc:
+            db.dispose()
+            fail("UPGRADE_BLOCKED", str(exc), as_json=False)
         except OperationalError as exc:
             if not exc.connection_invalidated or attempt == MIGRATE_ATTEMPTS:
                 db.dispose()
