@@ -417,3 +417,36 @@ def test_no_run_opens_the_metadata_database_in_process(
     backfill(client, db, settings, editor, transfer_id)
     assert client.get(f"/v1/teams/{editor.team_id}/backfills", headers=editor.headers).is_success
     assert wal_survives_another_process(metadata)
+
+
+# --- every way to save a path checks it -----------------------------------------------------
+
+
+def test_update_validation_and_test_connection_check_paths_too(
+    client: TestClient, editor: Account
+) -> None:
+    duck_id = destination(client, editor, "duckdb", {"path": "w.duckdb"})
+    base = f"/v1/teams/{editor.team_id}"
+    escape = {"type": "duckdb", "display_name": "x", "fields": {"path": "../../opendts.db"}}
+    updated = client.put(f"{base}/destinations/{duck_id}", json=escape, headers=editor.headers)
+    refused(updated, "fields.path")
+    saved = {"destination_id": duck_id, "type": "duckdb", "fields": {"path": "/etc/passwd"}}
+    tested = client.post(f"{base}/destinations/test-connection", json=saved, headers=editor.headers)
+    refused(tested, "fields.path")
+    transfer_id = transfer(client, editor, duck_id, "file", {"path": "day-{date}.csv"})
+    body = {
+        "data_source_id": "file",
+        "destination_id": duck_id,
+        "display_name": "Attack",
+        "table": "loot",
+        "source_config": {"path": "/etc/shadow", "format": "csv"},
+    }
+    answer = client.put(f"{base}/transfers/{transfer_id}", json=body, headers=editor.headers)
+    refused(answer, "source_config.path")
+    for url in (f"{base}/transfers/validations", f"{base}/transfers/{transfer_id}/validations"):
+        checked = client.post(url, json=body, headers=editor.headers)
+        assert checked.status_code == 200, checked.text
+        found = checked.json()
+        assert found["is_valid"] is False
+        assert [e["field_id"] for e in found["errors"]] == ["source_config.path"]
+        assert "outside the folders this team may read" in found["errors"][0]["message"]

@@ -261,14 +261,18 @@ def _source_base(path: PurePosixPath, boundary: Boundary, value: str) -> Path:
             return base
     if boundary.file_roots:
         allowed = ", ".join(f"{base}/" for base in root_dirs(boundary))
-        where = f"or an absolute path inside a folder shared with this team ({allowed})"
+        where = (
+            "(e.g. exports/{date}.csv) or an absolute path inside a folder shared with this "
+            f"team ({allowed})"
+        )
     else:
         where = (
-            "(the server's operator can share a folder with the team through OPENDTS_FILE_ROOTS)"
+            "(e.g. exports/{date}.csv); the server's operator can share another folder with "
+            "the team through OPENDTS_FILE_ROOTS"
         )
     raise PathRefused(
         f"{value!r} is outside the folders this team may read: use a path relative to the "
-        f"team's files folder, e.g. exports/{{date}}.csv, {where}"
+        f"team's files folder {where}"
     )
 
 
