@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import stat
 from pathlib import Path, PurePosixPath
@@ -77,9 +78,22 @@ class PathRefused(TerminalRunError, ValueError):
 # --- folders -----------------------------------------------------------------------------
 
 
+def _within(path: PurePosixPath | Path, folder: PurePosixPath | Path) -> bool:
+    """Whether ``path`` is ``folder`` or below it (both absolute and normalised)."""
+    inner, outer = str(path), str(folder)
+    return inner == outer or inner.startswith(outer if outer.endswith("/") else outer + "/")
+
+
+@functools.lru_cache(maxsize=256)
+def _data_folder(data_dir: Path) -> Path:
+    """The data folder, resolved (once: it is the operator's, and checks run per write)."""
+    return data_dir.resolve()
+
+
+@functools.lru_cache(maxsize=1024)
 def team_dir(boundary: Boundary) -> Path:
     """The team's folder, ``<data dir>/teams/<team_id>`` (it may not exist yet)."""
-    return boundary.data_dir.resolve() / TEAMS_FOLDER / str(boundary.team_id)
+    return _data_folder(boundary.data_dir) / TEAMS_FOLDER / str(boundary.team_id)
 
 
 def files_dir(boundary: Boundary) -> Path:
@@ -95,12 +109,15 @@ def root_dirs(boundary: Boundary) -> list[Path]:
 def ensure_team_dir(boundary: Boundary) -> Path:
     """The team's folder, created (with ``files/``) mode 0700 if missing; returns it."""
     folder = team_dir(boundary)
-    make_folders(folder)
+    with contextlib.suppress(OSError):  # the usual case: both are plain folders already
+        if stat.S_ISDIR(os.lstat(folder).st_mode) and stat.S_ISDIR(os.lstat(folder.parent).st_mode):
+            return folder
     if folder.is_symlink() or folder.parent.is_symlink():
         raise PathRefused(
             "The team's folder is a symbolic link, which opendts does not follow: the server's "
             "operator must replace it with a folder."
         )
+    make_folders(folder)
     with contextlib.suppress(FileExistsError):
         (folder / FILES_FOLDER).mkdir(mode=FOLDER_MODE)
     return folder
@@ -139,27 +156,29 @@ def _shape(value: str, *, absolute: bool, example: str) -> PurePosixPath:
 # --- what no team may reach ----------------------------------------------------------------
 
 
-def _protected_files(boundary: Boundary) -> list[Path]:
+@functools.lru_cache(maxsize=256)
+def _protected_files(data_dir: Path, metadata_url: str | None) -> tuple[Path, ...]:
     """The secret key and the metadata database's files (wherever the operator put them)."""
-    found = [boundary.data_dir.resolve() / KEY_FILE]
-    url = boundary.metadata_url
-    if url and url.startswith("sqlite"):
+    found = [_data_folder(data_dir) / KEY_FILE]
+    databases = [_data_folder(data_dir) / "opendts.db"]  # also a former SQLite install's
+    if metadata_url and metadata_url.startswith("sqlite"):
         with contextlib.suppress(ArgumentError, ValueError):
-            database = make_url(url).database or ""
+            database = make_url(metadata_url).database or ""
             if database and database != ":memory:" and not database.startswith("file:"):
-                main = Path(database).expanduser().resolve()
-                found += [main.with_name(main.name + suffix) for suffix in _METADATA_SUFFIXES]
-    return found
+                databases.append(Path(database).expanduser().resolve())
+    for main in databases:
+        found += [main.with_name(main.name + suffix) for suffix in _METADATA_SUFFIXES]
+    return tuple(found)
 
 
 def _refuse_protected(
     target: Path, boundary: Boundary, shown: str, info: os.stat_result | None
 ) -> None:
     """Refuse ``target`` (resolved; ``info`` its ``stat``, if it exists) unless the team's."""
-    data = boundary.data_dir.resolve()
-    if target.is_relative_to(data) and not target.is_relative_to(team_dir(boundary)):
+    data = _data_folder(boundary.data_dir)
+    if _within(target, data) and not _within(target, team_dir(boundary)):
         raise PathRefused(f"{shown!r} is inside the server's own data folder: not allowed")
-    for protected in _protected_files(boundary):
+    for protected in _protected_files(boundary.data_dir, boundary.metadata_url):
         same = protected == target
         if not same and info is not None:
             other = _stat(protected)
@@ -177,14 +196,14 @@ def _resolved_inside(base: Path, relative: PurePosixPath, shown: str) -> Path:
         target = (base / relative).resolve()
     except (OSError, RuntimeError):  # a symlink loop
         raise PathRefused(f"{shown!r} cannot be resolved (a loop of symbolic links)") from None
-    if not target.is_relative_to(base):
+    if not _within(target, base):
         raise PathRefused(f"{shown!r} leads outside the team's folder through a symbolic link")
     return target
 
 
 def _stat(path: Path) -> os.stat_result | None:
     try:
-        return path.stat()
+        return os.stat(path)
     except OSError:
         return None
 
@@ -222,7 +241,7 @@ def team_path(value: str, boundary: Boundary, *, example: str = "warehouse.duckd
 def shown(path: Path, boundary: Boundary) -> str:
     """``path`` as a team knows it: relative to its folder (a root path stays absolute)."""
     folder = team_dir(boundary)
-    return str(path.relative_to(folder)) if path.is_relative_to(folder) else str(path)
+    return str(path.relative_to(folder)) if _within(path, folder) else str(path)
 
 
 def check_creatable(path: Path, boundary: Boundary, what: str) -> None:
@@ -234,7 +253,7 @@ def check_creatable(path: Path, boundary: Boundary, what: str) -> None:
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    inside = folder.is_relative_to(team_dir(boundary)) and folder != team_dir(boundary)
+    inside = _within(folder, team_dir(boundary)) and folder != team_dir(boundary)
     named = f"the folder {shown(folder, boundary)!r}" if inside else "the team's folder"
     target = f"{what} {shown(path, boundary)!r}"
     if not folder.is_dir():
@@ -257,7 +276,7 @@ def _source_base(path: PurePosixPath, boundary: Boundary, value: str) -> Path:
     if not path.is_absolute():
         return files_dir(boundary)
     for base in root_dirs(boundary):
-        if Path(path).is_relative_to(base):
+        if _within(Path(path), base):
             return base
     if boundary.file_roots:
         allowed = ", ".join(f"{base}/" for base in root_dirs(boundary))
@@ -296,9 +315,9 @@ def check_source_path(value: str, boundary: Boundary | None) -> str:
 def _anchor(target: Path, boundary: Boundary) -> Path:
     """The operator-owned folder above ``target`` from which no symlink is followed."""
     for root in boundary.file_roots:
-        if target.is_relative_to(root):
+        if _within(target, root):
             return root
-    return boundary.data_dir.resolve()
+    return _data_folder(boundary.data_dir)
 
 
 def open_source_file(value: str, boundary: Boundary) -> BinaryIO:
