@@ -39,6 +39,7 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 
+from opendts.connectors import paths
 from opendts.connectors.base import WriteRequest, parse_settings
 from opendts.connectors.boundary import Boundary
 from opendts.connectors.destinations import duckdb as duckdb_dest
@@ -49,11 +50,15 @@ DAY = date(2024, 1, 1)
 EPOCH = date(1970, 1, 1).toordinal()
 
 
+#: The benchmark's data folder (a temporary folder ``main`` makes); team 1 writes in it.
+_data_dir = Path(tempfile.gettempdir())
+
+
 def boundary() -> Boundary:
-    """The benchmark's team: files under the system's temporary folder, local PostgreSQL."""
+    """The benchmark's team: files in its folder of the data folder, local PostgreSQL."""
     return Boundary(
         team_id=1,
-        data_dir=Path(tempfile.gettempdir()).resolve(),
+        data_dir=_data_dir.resolve(),
         allowed_networks=("127.0.0.0/8", "::1/128", "localhost"),
         sql_dialects=("postgresql", "sqlite"),
     )
@@ -103,8 +108,14 @@ def timed(action: Callable[[], Any]) -> float:
 # --- DuckDB ---------------------------------------------------------------------------------
 
 
-def duckdb_settings(path: Path) -> Any:
-    return parse_settings(duckdb_dest.DuckDBSettings, {"path": str(path)})
+def duckdb_settings(name: str) -> Any:
+    """A DuckDB destination at ``name`` in the team's folder (``team_file(name)``)."""
+    return parse_settings(duckdb_dest.DuckDBSettings, {"path": name}, boundary())
+
+
+def team_file(name: str) -> Path:
+    """Where the team's file ``name`` is."""
+    return paths.team_path(name, boundary())
 
 
 DUCK_COLUMNS = (
@@ -119,7 +130,7 @@ def duckdb_load(data: pa.Table, rounds: int, folder: Path) -> tuple[list[float],
     for i in range(rounds):
 
         def run_dest(i: int = i) -> None:
-            settings = duckdb_settings(folder / f"dest_{i}.duckdb")
+            settings = duckdb_settings(f"dest_{i}.duckdb")
             dest.append(
                 timed(
                     lambda: destination.write(
@@ -149,12 +160,12 @@ def duckdb_replace(
 ) -> tuple[list[float], list[float]]:
     destination = duckdb_dest.DuckDBDestination()
     history = many_days(day_rows, DAY + timedelta(days=1), days - 1)
-    dest_settings = duckdb_settings(folder / "replace_dest.duckdb")
+    dest_settings = duckdb_settings("replace_dest.duckdb")
     destination.write(
         dest_settings, WriteRequest("ads", DAY, boundary=boundary()), with_day(day_rows, DAY)
     )
     duckdb_dest.close_all()
-    with duckdb.connect(str(folder / "replace_dest.duckdb")) as con:
+    with duckdb.connect(str(team_file("replace_dest.duckdb"))) as con:
         con.register("history", history)
         con.execute("INSERT INTO ads SELECT * FROM history")
     raw_con = duckdb.connect(str(folder / "replace_raw.duckdb"))
@@ -320,8 +331,9 @@ def main() -> None:
     day_rows = ad_metrics(args.replace_rows, DAY, seed=1)
     loads: list[tuple[str, list[float], list[float]]] = []
     replaces: list[tuple[str, list[float], list[float], float]] = []
+    global _data_dir
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        folder = _data_dir = Path(tmp)
         if args.backend in ("duckdb", "both"):
             loads.append(("DuckDB", *duckdb_load(data, args.rounds, folder)))
             replaces.append(

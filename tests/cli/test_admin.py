@@ -19,13 +19,26 @@ def env(tmp_path: Path) -> dict[str, str]:
 def test_demo_prints_ids_and_a_key(env: dict[str, str]) -> None:
     first = admin_json(env, "demo")
     second = admin_json(env, "demo")
-    assert set(first) == {"team_id", "user_id", "api_key", "transfer_id", "destination_id"}
+    assert set(first) == {
+        "team_id",
+        "user_id",
+        "api_key",
+        "transfer_id",
+        "destination_id",
+        "warehouse",
+    }
     ids = ("team_id", "user_id", "transfer_id", "destination_id")
     assert all(isinstance(first[k], int) for k in ids)
     assert str(first["api_key"]).startswith("odts_")
     # Each call makes a new team with its own key.
     assert first["team_id"] != second["team_id"]
     assert first["api_key"] != second["api_key"]
+    # ... and its own warehouse file in its own folder.
+    data_dir = Path(env["OPENDTS_DATA_DIR"])
+    assert first["warehouse"] == str(
+        data_dir / "teams" / str(first["team_id"]) / "warehouse.duckdb"
+    )
+    assert first["warehouse"] != second["warehouse"]
 
 
 def test_errors_are_one_line_with_a_code_and_no_traceback(env: dict[str, str]) -> None:

@@ -377,7 +377,7 @@ def test_python_client_write_endpoints(live: LiveServer, tmp_path: Path) -> None
             {
                 "type": "duckdb",
                 "display_name": "Scratch",
-                "fields": {"path": str(tmp_path / "scratch.duckdb")},
+                "fields": {"path": "scratch.duckdb"},
             }
         )
         destination_id = int(destination["id"])
@@ -386,12 +386,12 @@ def test_python_client_write_endpoints(live: LiveServer, tmp_path: Path) -> None
             {
                 "type": "duckdb",
                 "display_name": "Scratch 2",
-                "fields": {"path": str(tmp_path / "scratch.duckdb")},
+                "fields": {"path": "scratch.duckdb"},
             },
         )
         assert renamed["display_name"] == "Scratch 2"
         tested = client.test_destination_connection(
-            {"type": "duckdb", "display_name": "t", "fields": {"path": str(tmp_path / "t.duckdb")}}
+            {"type": "duckdb", "display_name": "t", "fields": {"path": "t.duckdb"}}
         )
         assert tested["success"] is True
         created = client.create_transfer(
@@ -499,7 +499,7 @@ def test_transfer_and_destination_from_files(live: LiveServer, home: Path, tmp_p
         path.write_text(json.dumps(body))
         return str(path)
 
-    warehouse = str(tmp_path / "cli.duckdb")
+    warehouse = "cli.duckdb"
     destination_body = {
         "type": "duckdb",
         "display_name": "CLI warehouse",
@@ -509,9 +509,15 @@ def test_transfer_and_destination_from_files(live: LiveServer, home: Path, tmp_p
         env, "destination", "test", "--file", write("d.json", destination_body), *flags(live)
     )
     assert tested.returncode == 0 and "connection succeeded" in tested.stdout
-    unusable = {"type": "duckdb", "display_name": "x", "fields": {"path": str(tmp_path)}}
+    team_folder = Path(live.env["OPENDTS_DATA_DIR"]) / "teams" / str(live.team_id)
+    team_folder.mkdir(parents=True, exist_ok=True)
+    (team_folder / "junk.duckdb").write_bytes(b"not a database " * 100)
+    unusable = {"type": "duckdb", "display_name": "x", "fields": {"path": "junk.duckdb"}}
     failed = cli(env, "destination", "test", "-f", write("bad.json", unusable), *flags(live))
     assert failed.returncode == 1 and "connection failed" in failed.stdout
+    outside = {"type": "duckdb", "display_name": "x", "fields": {"path": str(tmp_path)}}
+    refused = cli(env, "destination", "test", "-f", write("out.json", outside), *flags(live))
+    assert refused.returncode == 1 and "absolute paths are not allowed" in refused.stderr
     destination = remote(live, home, "destination", "create", "--file", str(tmp_path / "d.json"))
     destination_id = destination["id"]
     renamed = {**destination_body, "display_name": "CLI warehouse 2"}

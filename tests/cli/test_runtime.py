@@ -39,11 +39,11 @@ def test_a_migration_whose_connection_was_lost_is_tried_again(
     real = migrate.upgrade
     calls: list[int] = []
 
-    def flaky(db: Database, revision: str = "head") -> None:
+    def flaky(db: Database, revision: str = "head", data_dir: Path | None = None) -> None:
         calls.append(1)
         if len(calls) <= 2:
             raise lost()
-        real(db, revision)
+        real(db, revision, data_dir=data_dir)
 
     monkeypatch.setattr(runtime.migrate, "upgrade", flaky)
     db = runtime.open_database(settings)
@@ -59,7 +59,7 @@ def test_it_gives_up_with_the_reason_after_repeated_losses(
 ) -> None:
     calls: list[int] = []
 
-    def dead(db: Database, revision: str = "head") -> None:
+    def dead(db: Database, revision: str = "head", data_dir: Path | None = None) -> None:
         calls.append(1)
         raise lost()
 
@@ -78,7 +78,7 @@ def test_other_database_errors_are_not_retried(
 ) -> None:
     calls: list[int] = []
 
-    def broken(db: Database, revision: str = "head") -> None:
+    def broken(db: Database, revision: str = "head", data_dir: Path | None = None) -> None:
         calls.append(1)
         raise lost(invalidated=False)
 

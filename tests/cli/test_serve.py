@@ -54,6 +54,10 @@ def test_first_start_creates_demo_and_prints_a_working_key(tmp_path: Path) -> No
     assert key, output
     assert f"curl -s -X POST {base}/v1/teams/1/transfers/1/backfills" in output
     assert "SupermetricsClient(" in output
+    # The query command points at team 1's own warehouse.
+    warehouse = re.search(r"duckdb\.connect\('([^']+)'", output)
+    assert warehouse, output
+    assert Path(warehouse.group(1)) == tmp_path / "data" / "teams" / "1" / "warehouse.duckdb"
 
     # Second start: same data, no second demo team, and the printed key still works.
     process = start(env, port)
@@ -68,6 +72,24 @@ def test_first_start_creates_demo_and_prints_a_working_key(tmp_path: Path) -> No
         assert created.status_code == 200, created.text
         assert created.json()["data"]["transfer_runs_total"] == 31
         assert httpx.get(f"{base}/v1/teams/2/backfills", headers=headers).status_code == 403
+        backfill = f"{base}/v1/teams/1/backfills/{created.json()['data']['transfer_backfill_id']}"
+        deadline = time.monotonic() + 60
+        while httpx.get(backfill, headers=headers).json()["data"]["status"] != "COMPLETED":
+            assert time.monotonic() < deadline, "the demo backfill did not complete"
+            time.sleep(0.2)
+        # The banner's command reads the loaded month (the file is free between loads).
+        query = (
+            f"import duckdb; print(duckdb.connect({warehouse.group(1)!r}, read_only=True)"
+            ".sql('SELECT count(DISTINCT date), count(*) FROM demo_ad_metrics').fetchall())"
+        )
+        while True:
+            done = subprocess.run(
+                [sys.executable, "-c", query], capture_output=True, text=True, check=False
+            )
+            if done.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert done.stdout.strip() == "[(31, 31000)]", done.stderr
     finally:
         output = stop(process)
     assert "odts_" not in output

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from opendts.connectors import paths, registry
+from opendts.connectors import registry
 from opendts.connectors.base import (
     ConfigError,
     ConnectorSettings,
@@ -43,7 +43,7 @@ from opendts.connectors.base import (
 )
 from opendts.engine.errors import TerminalRunError
 from tests import databases
-from tests.boundaries import boundary
+from tests.boundaries import boundary, use_data_dir
 
 TABLE = "contract_rows"
 DAY_A = date(2024, 3, 1)
@@ -79,11 +79,11 @@ def _postgresql(tmp_path: Path) -> dict[str, Any]:
     return config
 
 
-#: Example settings of each destination, given the test's ``tmp_path`` (also the data
-#: folder while the case runs, so relative paths land in it). Add one for a new destination.
+#: Example settings of each destination, given the test's ``tmp_path`` (the data folder while
+#: the case runs: relative paths land in team 1's folder in it). Add one for a new destination.
 CONTRACT_SETTINGS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "duckdb": lambda tmp_path: {"path": "contract/warehouse.duckdb", "schema_name": "main"},
-    "sqlite": lambda tmp_path: {"path": str(tmp_path / "warehouse.sqlite")},
+    "sqlite": lambda tmp_path: {"path": "warehouse.sqlite"},
     "parquet": lambda tmp_path: {"path": "lake", "compression": "zstd"},
     "postgresql": _postgresql,
 }
@@ -168,14 +168,12 @@ def contract_case(name: str, tmp_path: Path) -> Iterator[Case]:
             pytrace=False,
         )
     destination = load_destination(name)
-    previous = paths.data_dir()
-    paths.set_data_dir(tmp_path)
     try:
-        config = factory(tmp_path)
-        settings = parse_settings(destination.Settings, config)
-        yield Case(name, destination, config, settings)
+        with use_data_dir(tmp_path):
+            config = factory(tmp_path)
+            settings = parse_settings(destination.Settings, config, boundary())
+            yield Case(name, destination, config, settings)
     finally:
-        paths.set_data_dir(previous)
         while _cleanups:
             _cleanups.pop()()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -104,14 +106,18 @@ def test_table_names_are_checked(case: contract.Case) -> None:
 
 
 @pytest.fixture
-def sqlite_settings(tmp_path: Path) -> Iterator[sqlite_module.SQLiteSettings]:
-    previous = paths.data_dir()
-    paths.set_data_dir(tmp_path)
-    yield parse_settings(SQLiteDestination.Settings, {"path": "sub/dir/w.sqlite"})
-    paths.set_data_dir(previous)
+def sqlite_settings() -> sqlite_module.SQLiteSettings:
+    settings: sqlite_module.SQLiteSettings = parse_settings(
+        SQLiteDestination.Settings, {"path": "sub/dir/w.sqlite"}, boundary()
+    )
+    return settings
 
 
-def test_sqlite_relative_path_lives_in_the_data_folder(
+def _sqlite_file(settings: sqlite_module.SQLiteSettings) -> Path:
+    return paths.team_path(settings.path, boundary())
+
+
+def test_sqlite_relative_path_lives_in_the_team_folder(
     sqlite_settings: sqlite_module.SQLiteSettings, tmp_path: Path
 ) -> None:
     SQLiteDestination().write(
@@ -119,7 +125,8 @@ def test_sqlite_relative_path_lives_in_the_data_folder(
         WriteRequest("t", contract.DAY_A, boundary=boundary()),
         contract.day_rows(contract.DAY_A, [1]),
     )
-    assert (tmp_path / "sub" / "dir" / "w.sqlite").is_file()
+    assert (tmp_path / "teams" / "1" / "sub" / "dir" / "w.sqlite").is_file()
+    assert not (tmp_path / "sub").exists()
 
 
 def test_sqlite_types_round_trip(sqlite_settings: sqlite_module.SQLiteSettings) -> None:
@@ -158,7 +165,7 @@ def test_sqlite_types_round_trip(sqlite_settings: sqlite_module.SQLiteSettings) 
     }
     assert rows[1]["price"] == -3.5 and rows[1]["flag"] is None
     # dates are stored as ISO text, readable by any SQLite tool
-    path = paths.resolve(sqlite_settings.path)
+    path = _sqlite_file(sqlite_settings)
     with sqlite3.connect(path) as conn:
         assert conn.execute('SELECT "date" FROM typed LIMIT 1').fetchone() == ("2024-03-01",)
 
@@ -171,7 +178,7 @@ def test_sqlite_creates_an_index_on_the_date_column(
         WriteRequest("indexed", contract.DAY_A, "day", boundary=boundary()),
         contract.day_rows(contract.DAY_A, [1]).rename_columns(["id", "name", "amount", "day"]),
     )
-    with sqlite3.connect(paths.resolve(sqlite_settings.path)) as conn:
+    with sqlite3.connect(_sqlite_file(sqlite_settings)) as conn:
         plan = conn.execute(
             "EXPLAIN QUERY PLAN DELETE FROM indexed WHERE day = '2024-03-01'"
         ).fetchall()
@@ -209,7 +216,7 @@ def test_sqlite_locked_file_is_transient(
         contract.day_rows(contract.DAY_A, [1]),
     )
     monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_SECONDS", 0.2)
-    holder = sqlite3.connect(paths.resolve(sqlite_settings.path), isolation_level=None)
+    holder = sqlite3.connect(_sqlite_file(sqlite_settings), isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
         with pytest.raises(TransientRunError, match="locked by another writer"):
@@ -232,7 +239,7 @@ def test_sqlite_locked_file_is_transient(
 def test_sqlite_not_a_database_is_terminal(
     sqlite_settings: sqlite_module.SQLiteSettings,
 ) -> None:
-    path = paths.resolve(sqlite_settings.path)
+    path = _sqlite_file(sqlite_settings)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"this is not a database, just some text " * 100)
     with pytest.raises(TerminalRunError, match="SQLite cannot use"):
@@ -248,3 +255,40 @@ def test_sqlite_cancelled_write_changes_nothing(
     with pytest.raises(TransientRunError, match="interrupted"):
         destination.write(sqlite_settings, request, contract.day_rows(date(2024, 1, 1), [1]))
     assert destination.read_table(sqlite_settings, "t", boundary()).num_rows == 0
+
+
+# --- embedded warehouses are private ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "config"),
+    [
+        ("duckdb", {"path": "w/warehouse.duckdb"}),
+        ("sqlite", {"path": "w/warehouse.sqlite"}),
+        ("parquet", {"path": "w/lake"}),
+    ],
+)
+def test_embedded_warehouse_files_are_0600_and_folders_0700(
+    kind: str, config: dict[str, str], team_folder: Path
+) -> None:
+    from opendts.connectors import registry
+    from opendts.connectors.destinations import duckdb as duck
+
+    previous = os.umask(0o022)  # a distribution's default: 0644 files without care
+    try:
+        destination = registry.get_destination(kind)
+        settings = parse_settings(destination.Settings, config, boundary())
+        for n, mode in enumerate(RefreshMode):
+            destination.write(
+                settings,
+                WriteRequest("t", contract.DAY_A, mode=mode, boundary=boundary()),
+                contract.day_rows(contract.DAY_A, [n]),
+            )
+        duck.close_all()
+    finally:
+        os.umask(previous)
+    found = [team_folder, *team_folder.rglob("*")]
+    assert len(found) > 3
+    for path in found:
+        expected = 0o700 if path.is_dir() else 0o600
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path

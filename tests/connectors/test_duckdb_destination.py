@@ -29,12 +29,9 @@ DAY = date(2024, 5, 1)
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Iterator[duck.DuckDBSettings]:
-    previous = paths.data_dir()
-    paths.set_data_dir(tmp_path)
-    yield parse_settings(duck.DuckDBSettings, {})
+def settings() -> Iterator[duck.DuckDBSettings]:
+    yield parse_settings(duck.DuckDBSettings, {}, boundary())
     duck.close_all()
-    paths.set_data_dir(previous)
 
 
 @pytest.fixture
@@ -43,7 +40,7 @@ def destination() -> duck.DuckDBDestination:
 
 
 def _file(settings: duck.DuckDBSettings) -> Path:
-    return paths.resolve(settings.path).resolve()
+    return paths.team_path(settings.path, boundary())
 
 
 def _count_in_other_process(path: Path, table: str) -> int:
@@ -81,11 +78,12 @@ class Holder:
             self.process.wait(timeout=30)
 
 
-def test_relative_path_lives_in_the_data_folder(
+def test_relative_path_lives_in_the_team_folder(
     settings: duck.DuckDBSettings, destination: duck.DuckDBDestination, tmp_path: Path
 ) -> None:
     destination.write(settings, WriteRequest("t", DAY, boundary=boundary()), day_rows(DAY, [1]))
-    assert (tmp_path / "warehouse.duckdb").is_file()
+    assert (tmp_path / "teams" / "1" / "warehouse.duckdb").is_file()
+    assert not (tmp_path / "warehouse.duckdb").exists()
 
 
 def test_one_connection_per_file_is_shared_and_closed_when_idle(
@@ -150,7 +148,9 @@ def test_another_process_holding_the_file_is_transient(
             )
         message = str(caught.value)
         assert "Another process holds the DuckDB warehouse file" in message
-        assert str(path) in message and "will be retried" in message
+        # The file as the team knows it, not the server's folder.
+        assert "file warehouse.duckdb open" in message and "will be retried" in message
+        assert str(path.parent) not in message
         with pytest.raises(TransientRunError, match="Another process holds"):
             destination.test_connection(settings, boundary())
     finally:
@@ -191,7 +191,7 @@ def test_concurrent_writes_in_one_process_all_land(
     for thread in threads:
         thread.join(timeout=120)
     assert not errors, errors
-    with duck._connection(_file(settings)) as (_, conn):
+    with duck._connection(_file(settings), "warehouse.duckdb") as (_, conn):
         counts = dict(conn.execute("SELECT date, count(*) FROM t GROUP BY date").fetchall())
     expected = {days[n]: 1000 + n * 10 + 4 for n in range(7)}
     expected[days[7]] = sum(1070 + r for r in range(5))  # appended five times
@@ -288,13 +288,12 @@ def test_types_round_trip_and_widen(
         )
 
 
-def test_tables_go_in_the_configured_schema(tmp_path: Path) -> None:
-    paths.set_data_dir(tmp_path)
+def test_tables_go_in_the_configured_schema() -> None:
     try:
         settings = parse_settings(duck.DuckDBSettings, {"schema_name": "analytics"})
         destination = duck.DuckDBDestination()
         destination.write(settings, WriteRequest("t", DAY, boundary=boundary()), day_rows(DAY, [1]))
-        with duck._connection(_file(settings)) as (_, conn):
+        with duck._connection(_file(settings), "warehouse.duckdb") as (_, conn):
             found = conn.execute(
                 "SELECT table_schema FROM information_schema.tables WHERE table_name = 't'"
             ).fetchall()
@@ -318,11 +317,15 @@ def test_a_file_that_is_not_duckdb_is_terminal(
         destination.test_connection(settings, boundary())
 
 
-def test_an_uncreatable_folder_is_terminal(tmp_path: Path) -> None:
-    (tmp_path / "file").write_text("x")
-    settings = parse_settings(duck.DuckDBSettings, {"path": str(tmp_path / "file" / "w.duckdb")})
+def test_an_uncreatable_folder_is_terminal(team_folder: Path) -> None:
+    (team_folder / "file").write_text("x")
+    settings = parse_settings(duck.DuckDBSettings, {"path": "file/w.duckdb"})
     with pytest.raises(TerminalRunError, match="Cannot create the folder"):
         duck.DuckDBDestination().test_connection(settings, boundary())
+    with pytest.raises(TerminalRunError, match="Cannot create the folder"):
+        duck.DuckDBDestination().write(
+            settings, WriteRequest("t", DAY, boundary=boundary()), day_rows(DAY, [1])
+        )
 
 
 _CRASHER = textwrap.dedent(
@@ -331,12 +334,10 @@ _CRASHER = textwrap.dedent(
     from datetime import date
     from pathlib import Path
     import pyarrow as pa
-    from opendts.connectors import paths
     from opendts.connectors.base import WriteRequest, parse_settings
     from opendts.connectors.boundary import Boundary
     from opendts.connectors.destinations.duckdb import DuckDBDestination, DuckDBSettings
 
-    paths.set_data_dir(Path(sys.argv[1]))
     team = Boundary(team_id=1, data_dir=Path(sys.argv[1]))
     settings = parse_settings(DuckDBSettings, {})
     destination = DuckDBDestination()
@@ -368,7 +369,7 @@ def test_a_killed_writer_leaves_old_or_new_rows_never_a_mix(tmp_path: Path) -> N
     time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    conn = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    conn = duckdb.connect(str(tmp_path / "teams" / "1" / "warehouse.duckdb"))
     try:
         counts = conn.execute("SELECT generation, count(*) FROM t GROUP BY 1").fetchall()
     finally:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from opendts.connectors import paths
 from opendts.connectors.base import RefreshMode, SchemaConflict, WriteRequest, parse_settings
 from opendts.connectors.destinations import parquet
 from opendts.engine.errors import TerminalRunError
@@ -29,16 +27,13 @@ DAY = date(2024, 6, 1)
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Iterator[Path]:
-    previous = paths.data_dir()
-    paths.set_data_dir(tmp_path)
-    yield tmp_path / "parquet"
-    paths.set_data_dir(previous)
+def root(team_folder: Path) -> Path:
+    return team_folder / "parquet"
 
 
 @pytest.fixture
 def settings(root: Path) -> parquet.ParquetSettings:
-    return parse_settings(parquet.ParquetSettings, {})
+    return parse_settings(parquet.ParquetSettings, {}, boundary())
 
 
 @pytest.fixture
@@ -279,12 +274,16 @@ def test_metadata_remembers_columns_and_empty_tables_keep_their_schema(
     ]
 
 
-def test_an_unwritable_folder_is_terminal(tmp_path: Path) -> None:
-    (tmp_path / "file").write_text("x")
-    settings = parse_settings(parquet.ParquetSettings, {"path": str(tmp_path / "file" / "sub")})
+def test_an_unwritable_folder_is_terminal(team_folder: Path) -> None:
+    (team_folder / "file").write_text("x")
+    settings = parse_settings(parquet.ParquetSettings, {"path": "file/sub"})
     destination = parquet.ParquetDestination()
-    with pytest.raises(TerminalRunError, match="Cannot write to the folder"):
+    with pytest.raises(TerminalRunError, match="Cannot create the folder"):
         destination.test_connection(settings, boundary())
+    with pytest.raises(TerminalRunError, match="is a file"):
+        destination.test_connection(
+            parse_settings(parquet.ParquetSettings, {"path": "file"}), boundary()
+        )
     with pytest.raises(TerminalRunError, match="Could not write Parquet files"):
         destination.write(
             settings, WriteRequest("ads", DAY, boundary=boundary()), day_rows(DAY, [1])
@@ -297,12 +296,10 @@ _CRASHER = textwrap.dedent(
     from datetime import date
     from pathlib import Path
     import pyarrow as pa
-    from opendts.connectors import paths
     from opendts.connectors.base import WriteRequest, parse_settings
     from opendts.connectors.boundary import Boundary
     from opendts.connectors.destinations.parquet import ParquetDestination, ParquetSettings
 
-    paths.set_data_dir(Path(sys.argv[1]))
     team = Boundary(team_id=1, data_dir=Path(sys.argv[1]))
     settings = parse_settings(ParquetSettings, {"compression": "none"})
     destination = ParquetDestination()

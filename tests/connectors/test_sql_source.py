@@ -49,8 +49,8 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def sqlite_file(tmp_path: Path) -> Path:
-    path = tmp_path / "shop.db"
+def sqlite_file(team_folder: Path) -> Path:
+    path = team_folder / "shop.db"
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE sales (day TEXT, shop TEXT, units INTEGER, price REAL)")
         conn.executemany(
@@ -64,7 +64,7 @@ def sqlite_file(tmp_path: Path) -> Path:
 
 def test_sqlite_query_returns_only_the_dates_rows(sqlite_file: Path) -> None:
     config = settings(
-        url=f"sqlite:///{sqlite_file}",
+        url="sqlite:///shop.db",
         query="SELECT day, shop, units, price FROM sales WHERE day = :date ORDER BY units",
     )
     batches = read(config)
@@ -80,7 +80,7 @@ def test_sqlite_query_returns_only_the_dates_rows(sqlite_file: Path) -> None:
 
 def test_sqlite_chunks_become_several_batches(sqlite_file: Path) -> None:
     config = settings(
-        url=f"sqlite:///{sqlite_file}",
+        url="sqlite:///shop.db",
         query="SELECT units FROM sales WHERE day = :date ORDER BY units",
         chunk_size=2,
     )
@@ -90,34 +90,75 @@ def test_sqlite_chunks_become_several_batches(sqlite_file: Path) -> None:
 
 
 def test_sqlite_missing_table_is_terminal(sqlite_file: Path) -> None:
-    config = settings(url=f"sqlite:///{sqlite_file}", query="SELECT * FROM nope WHERE d = :date")
+    config = settings(url="sqlite:///shop.db", query="SELECT * FROM nope WHERE d = :date")
     with pytest.raises(TerminalRunError, match="no such table: nope"):
         read(config)
 
 
-def test_sqlite_missing_file_is_terminal_and_not_created(tmp_path: Path) -> None:
-    missing = tmp_path / "absent.db"
-    config = settings(url=f"sqlite:///{missing}", query="SELECT :date AS d")
-    with pytest.raises(TerminalRunError, match="does not exist"):
+def test_sqlite_missing_file_is_terminal_and_not_created(team_folder: Path) -> None:
+    config = settings(url="sqlite:///absent.db", query="SELECT :date AS d")
+    with pytest.raises(TerminalRunError, match=r"absent\.db does not exist"):
         read(config)
-    assert not missing.exists()
+    assert not (team_folder / "absent.db").exists()
 
 
-def test_relative_sqlite_path_is_in_the_data_folder(
-    sqlite_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(paths, "_data_dir", paths.data_dir())
-    paths.set_data_dir(tmp_path)
+def test_relative_sqlite_path_is_in_the_team_folder(sqlite_file: Path) -> None:
+    assert sqlite_file.parent == paths.team_dir(boundary())
     config = settings(
         url="sqlite:///shop.db", query="SELECT count(*) AS n FROM sales WHERE day = :date"
     )
     assert rows(read(config)) == [{"n": 5}]
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////etc/passwd",
+        "sqlite:///../../opendts.db",
+        "sqlite:///~/x.db",
+        "sqlite:///file:shop.db",
+        "sqlite:///shop.db?uri=true",
+        "sqlite:///shop.db?mode=rwc",
+    ],
+)
+def test_sqlite_outside_the_team_folder_is_refused(url: str, sqlite_file: Path) -> None:
+    found = problems({"url": url, "query": "SELECT :date"})
+    assert list(found) == ["url"]
+    assert "not a SQLAlchemy URL" not in found["url"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "ATTACH DATABASE 'other.db' || :date AS other",
+        "VACUUM INTO 'copy-' || :date",
+        "SELECT * FROM pragma_table_info('sales') WHERE :date IS NOT NULL",
+        "INSERT INTO sales (day) VALUES (:date)",
+        "CREATE TABLE made AS SELECT :date AS d",
+    ],
+)
+def test_a_sqlite_query_can_only_read(query: str, sqlite_file: Path) -> None:
+    config = settings(url="sqlite:///shop.db", query=query)
+    with pytest.raises(TerminalRunError, match=r"not authorized|authorization denied"):
+        read(config)
+    assert sorted(p.name for p in sqlite_file.parent.iterdir()) == ["files", "shop.db"]
+    with sqlite3.connect(sqlite_file) as conn:
+        assert conn.execute("SELECT count(*) FROM sales").fetchone() == (6,)
+        names = conn.execute("SELECT name FROM sqlite_master").fetchall()
+    assert names == [("sales",)]
+
+
+def test_sqlite_in_memory_cannot_attach_a_file(team_folder: Path) -> None:
+    config = settings(url="sqlite://", query="ATTACH DATABASE 'x' || :date || '.db' AS x")
+    with pytest.raises(TerminalRunError, match="not authorized"):
+        read(config)
+    assert not list(Path.cwd().glob("x2024-01-31.db"))
+
+
 def test_cancel_stops_between_chunks(sqlite_file: Path) -> None:
     request = ReadRequest(DAY, boundary=boundary())
     config = settings(
-        url=f"sqlite:///{sqlite_file}",
+        url="sqlite:///shop.db",
         query="SELECT units FROM sales WHERE day = :date",
         chunk_size=1,
     )

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from opendts.connectors import registry
 from opendts.connectors.base import ConfigError, ConnectorSettings, ReadRequest, parse_settings
 from opendts.connectors.base import secret_fields as secrets_of
-from tests.boundaries import boundary
+from tests.boundaries import boundary, files_dir, team_dir
 
 DAY = date(2024, 3, 5)
 
@@ -49,19 +49,19 @@ def http_base() -> Iterator[str]:
 
 
 def _file_example(tmp: Path, _: str) -> dict[str, Any]:
-    with (tmp / f"ads-{DAY}.csv").open("w", newline="") as handle:
+    with (files_dir() / f"ads-{DAY}.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["day", "clicks"])
         writer.writerow([str(DAY), 3])
-    return {"path": str(tmp / "ads-{date}.csv")}
+    return {"path": "ads-{date}.csv"}
 
 
 def _sql_example(tmp: Path, _: str) -> dict[str, Any]:
-    with sqlite3.connect(tmp / "src.db") as conn:
+    with sqlite3.connect(team_dir() / "src.db") as conn:
         conn.execute("CREATE TABLE ads (day TEXT, clicks INTEGER)")
         conn.execute("INSERT INTO ads VALUES (?, 3), ('2000-01-01', 9)", (str(DAY),))
     return {
-        "url": f"sqlite:///{tmp / 'src.db'}",
+        "url": "sqlite:///src.db",
         "query": "SELECT day, clicks FROM ads WHERE day = :date",
     }
 
@@ -122,7 +122,7 @@ def test_every_source_meets_the_contract(name: str, tmp_path: Path, http_base: s
         " EXAMPLES: add one so the contract suite can exercise it"
     )
     config = example(tmp_path, http_base)
-    settings = parse_settings(source.Settings, config)
+    settings = parse_settings(source.Settings, config, boundary())
     # Unknown keys are refused, naming the key.
     with pytest.raises(ConfigError) as bad:
         parse_settings(source.Settings, {**config, "no_such_setting": 1})

@@ -20,7 +20,6 @@ from opendts.kit.db import Database
 from opendts.kit.secrets import box_for
 from opendts.settings import Settings
 from opendts.transfers import api as transfers_api
-from tests.boundaries import boundary
 from tests.databases import PG_ADMIN_DSN, require_pg
 
 ACCOUNTS = ("acc-1", "acc-2", "acc-3")
@@ -98,10 +97,12 @@ def expected(first: date, last: date, rows_per_day: int = 40, seed: int = 0) -> 
     return pa.concat_tables(tables).sort_by(SORT)
 
 
-def warehouse(settings: Settings, kind: str, fields: dict[str, Any]) -> pa.Table:
-    """The ``ads`` table as the destination reads it back, in a stable order and schema."""
+def warehouse(settings: Settings, kind: str, fields: dict[str, Any], team_id: int) -> pa.Table:
+    """Team ``team_id``'s ``ads`` table as the destination reads it back, in a stable order
+    and schema."""
     destination = registry.get_destination(kind)
-    table = destination.read_table(parse_settings(destination.Settings, fields), "ads", boundary())
+    team = Boundary.for_team(settings, team_id)
+    table = destination.read_table(parse_settings(destination.Settings, fields), "ads", team)
     columns = expected(date(2024, 1, 1), date(2024, 1, 1)).column_names
     return (
         table.select(columns)

@@ -13,7 +13,6 @@ import pyarrow as pa
 import pytest
 from sqlalchemy import text
 
-from opendts.connectors import paths
 from opendts.kit.db import Database
 from opendts.settings import Settings
 from tests.databases import PG_ADMIN_DSN
@@ -39,7 +38,6 @@ def set_seed(db: Database, transfer_id: int, seed: int) -> None:
 def test_a_worker_killed_mid_write_leaves_old_or_new_rows_and_the_retry_completes(
     db: Database, database_url: str, settings: Settings, account: Account, kind: str
 ) -> None:
-    paths.set_data_dir(settings.data_dir)
     with warehouse_fields(kind) as fields:
         transfer_id, _ = make_data_transfer(
             db, settings, account.team_id, kind, fields, rows_per_day=ROWS, seed=1
@@ -50,7 +48,7 @@ def test_a_worker_killed_mid_write_leaves_old_or_new_rows_and_the_retry_complete
         old = expected(DAY, DAY, ROWS, seed=1)
         new = expected(DAY, DAY, ROWS, seed=2)
         time.sleep(2.5)  # the in-process engine's DuckDB connection closes when idle
-        assert warehouse(settings, kind, fields).equals(old)
+        assert warehouse(settings, kind, fields, account.team_id).equals(old)
 
         set_seed(db, transfer_id, 2)
         second = make_backfill(db, account, DAY, DAY, transfer_id)
@@ -64,12 +62,12 @@ def test_a_worker_killed_mid_write_leaves_old_or_new_rows_and_the_retry_complete
                 time.sleep(1.3)  # generating 1.5M rows takes ~1.2 s, writing them ~0.5 s
             victim.send_signal(signal.SIGKILL)
             victim.wait(timeout=10)
-            after_kill = warehouse(settings, kind, fields)
+            after_kill = warehouse(settings, kind, fields, account.team_id)
             assert after_kill.equals(old) or after_kill.equals(new), _describe(after_kill)
             group.start(concurrency=1)
             snap = final(db, second.id, timeout=120)
         assert snap.status == "COMPLETED" and snap.completed == 1, snap
-        assert warehouse(settings, kind, fields).equals(new)
+        assert warehouse(settings, kind, fields, account.team_id).equals(new)
 
 
 def _copying(database: str) -> bool:

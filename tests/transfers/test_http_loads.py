@@ -21,7 +21,6 @@ from opendts.kit.db import Database
 from opendts.kit.secrets import box_for
 from opendts.settings import Settings
 from opendts.transfers import api as transfers_api
-from tests.boundaries import boundary
 from tests.engine.support import final, run_rows, running_engine
 from tests.factories import Account, make_backfill
 
@@ -116,7 +115,9 @@ def test_pages_load_a_429_is_waited_out_and_a_401_fails_its_date(
     assert failed[0]["attempt"] == 1  # a 401 is not retried
     duck = registry.get_destination("duckdb")
     table = duck.read_table(
-        parse_settings(duck.Settings, {"path": "http.duckdb"}), "ads", boundary()
+        parse_settings(duck.Settings, {"path": "http.duckdb"}),
+        "ads",
+        Boundary.for_team(settings, account.team_id),
     )
     rows = sorted(table.to_pylist(), key=lambda r: (r["day"], r["campaign"]))
     assert len(rows) == 2 * PAGES * PER_PAGE

@@ -24,7 +24,7 @@ def test_a_backfill_leaves_exactly_the_source_rows_and_a_second_one_no_duplicate
             snap = final(db, first.id, timeout=120)
             assert snap.status == "COMPLETED", snap
             assert (snap.completed, snap.failed) == (90, 0)
-            assert warehouse(settings, kind, fields).equals(
+            assert warehouse(settings, kind, fields, account.team_id).equals(
                 expected(date(2024, 1, 1), date(2024, 3, 30))
             )
             # An overlapping backfill afterwards: the same rows, none twice.
@@ -32,7 +32,7 @@ def test_a_backfill_leaves_exactly_the_source_rows_and_a_second_one_no_duplicate
             snap = final(db, second.id, timeout=120)
             assert snap.status == "COMPLETED", snap
             assert engine.stats.failed == 0
-        assert warehouse(settings, kind, fields).equals(
+        assert warehouse(settings, kind, fields, account.team_id).equals(
             expected(date(2024, 1, 1), date(2024, 4, 9))
         )
 

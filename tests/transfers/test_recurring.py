@@ -113,7 +113,7 @@ def test_a_due_schedule_refreshes_its_window_once_even_with_two_engines(
                 text("SELECT next_run_at FROM transfers WHERE id = :id"), {"id": transfer_id}
             ).scalar_one()
         assert next_run is not None
-        assert warehouse(settings, "duckdb", fields).equals(
+        assert warehouse(settings, "duckdb", fields, account.team_id).equals(
             expected(today - timedelta(days=3), today - timedelta(days=1))
         )
     listed = client.get(
@@ -192,7 +192,7 @@ def test_refreshes_go_first_and_a_date_is_never_written_by_two_runs_at_once(
         for day in overlapping_dates:
             a, b = sorted(by_date[day], key=lambda r: str(r["started_time"]))
             assert str(a["ended_time"]) <= str(b["started_time"]), (day, a, b)
-        assert warehouse(settings, "duckdb", fields).equals(
+        assert warehouse(settings, "duckdb", fields, account.team_id).equals(
             expected(today - timedelta(days=8), today)
         )
 

@@ -19,7 +19,6 @@ from opendts.api.context import Runtime
 from opendts.api.middleware import EnvelopeMiddleware
 from opendts.backfills.endpoints import router as backfills_router
 from opendts.connections.endpoints import router as connections_router
-from opendts.connectors import paths
 from opendts.destinations.endpoints import router as destinations_router
 from opendts.kit import metrics, migrate
 from opendts.kit.db import Database
@@ -93,7 +92,6 @@ def create_app(
     ``wake`` is called after a backfill is created: the in-process engine's wake-up.
     """
     database = db or Database(settings.resolved_database_url)
-    paths.set_data_dir(settings.data_dir)
     app = FastAPI(
         title="opendts",
         version=__version__,

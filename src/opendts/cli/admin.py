@@ -39,7 +39,8 @@ def demo(ctx: typer.Context, as_json: Json = False) -> None:
         as_json=as_json,
         human=lambda: (
             f"team {account.team_id}, user {account.user_id}, transfer {account.transfer_id}\n"
-            f"API key (shown once): {account.api_key}"
+            f"API key (shown once): {account.api_key}\n"
+            f"DuckDB warehouse (its own file): {account.warehouse}"
         ),
     )
 

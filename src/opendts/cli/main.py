@@ -9,7 +9,8 @@ import typer
 
 from opendts import __version__
 from opendts.cli import admin, backfills, destinations, remote, runs, transfers
-from opendts.cli.runtime import connect, settings_from
+from opendts.cli.runtime import connect, fail, settings_from
+from opendts.kit import logs
 from opendts.kit import migrate as migrations
 
 app = typer.Typer(
@@ -113,9 +114,15 @@ def worker(
 @app.command()
 def migrate(ctx: typer.Context) -> None:
     """Bring the metadata database schema up to date (Alembic)."""
-    db = connect(settings_from(ctx))
+    logs.configure("info")  # data migrations log what they did (files they copied)
+    settings = settings_from(ctx)
+    db = connect(settings)
     before = migrations.current_revision(db)
-    migrations.upgrade(db)
+    try:
+        migrations.upgrade(db, data_dir=settings.data_dir)
+    except migrations.UpgradeBlocked as exc:
+        db.dispose()
+        fail("UPGRADE_BLOCKED", str(exc), as_json=False)
     after = migrations.current_revision(db)
     db.dispose()
     typer.echo(f"database at revision {after} (was {before or 'empty'})")

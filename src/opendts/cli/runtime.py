@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 from opendts.kit import migrate
 from opendts.kit.db import Database, is_sqlite
 from opendts.kit.errors import ApiError
+from opendts.kit.private import private_folder
 from opendts.settings import Settings
 
 
@@ -37,8 +38,9 @@ def settings_from(ctx: typer.Context) -> Settings:
 def connect(settings: Settings) -> Database:
     """The metadata database, or a clean exit that says why it cannot be reached."""
     url = settings.resolved_database_url
-    if is_sqlite(url):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # The data folder holds the key, the teams' folders and SQLite's database: 0700.
+    if is_sqlite(url) or settings.data_dir.is_dir():
+        private_folder(settings.data_dir)
     db = Database(url)
     try:
         migrate.current_revision(db)
@@ -70,8 +72,11 @@ def open_database(settings: Settings) -> Database:
     delay = 0.2
     for attempt in range(1, MIGRATE_ATTEMPTS + 1):
         try:
-            migrate.upgrade(db)
+            migrate.upgrade(db, data_dir=settings.data_dir)
             return db
+        except migrate.UpgradeBlocked as exc:
+            db.dispose()
+            fail("UPGRADE_BLOCKED", str(exc), as_json=False)
         except OperationalError as exc:
             if not exc.connection_invalidated or attempt == MIGRATE_ATTEMPTS:
                 db.dispose()

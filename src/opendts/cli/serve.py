@@ -20,11 +20,10 @@ from opendts.teams import service as teams
 from opendts.teams.demo import DEMO_TABLE, DemoAccount, create_demo
 
 
-def first_start_banner(
-    account: DemoAccount, base: str, warehouse: str = "opendts-data/warehouse.duckdb"
-) -> str:
+def first_start_banner(account: DemoAccount, base: str) -> str:
     """What a new user needs to make their first call, ready to paste."""
     key, team, transfer = account.api_key, account.team_id, account.transfer_id
+    warehouse = account.warehouse
     return f"""
   opendts {__version__}: first start, demo account created.
 
@@ -88,7 +87,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         account = None if teams.any_team_exists(session) else create_demo(session, settings)
         seal_plain_credentials(session, box_for(settings.data_dir, settings.secret_key))
     if account is not None:
-        typer.echo(first_start_banner(account, base, str(settings.data_dir / "warehouse.duckdb")))
+        typer.echo(first_start_banner(account, base))
     else:
         where = settings.data_dir.resolve() if is_sqlite(db.url) else "PostgreSQL"
         typer.echo(f"opendts {__version__}: serving {base}/v1 (state in {where})")

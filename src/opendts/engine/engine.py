@@ -100,9 +100,6 @@ class _LazyLoadKind:
 
 def _process_kinds(db: Database, settings: Settings) -> dict[str, RunKind]:
     """Run kinds bound to this engine's database and data folder (data transfers)."""
-    from opendts.connectors import paths
-
-    paths.set_data_dir(settings.data_dir)
     return {"load": _LazyLoadKind(db, settings)}
 
 

@@ -4,6 +4,9 @@ SQLite runs in WAL mode with a busy timeout. Write transactions on SQLite start 
 ``BEGIN IMMEDIATE`` so that check-then-insert rules (such as the backfill overlap rule) are
 serialised between threads and processes; reads use plain deferred transactions so they never
 wait for a writer. On PostgreSQL both scopes share one engine and rely on row locks.
+
+A SQLite metadata file is created 0600 before SQLite opens it (its ``-wal`` and ``-shm`` then
+get the same mode), and an existing one is narrowed to 0600 with its side files.
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from opendts.kit.errors import NotFound
+from opendts.kit.private import create_private_file, private_files
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -38,6 +44,31 @@ class Base(DeclarativeBase):
 def is_sqlite(url: str) -> bool:
     """Whether a SQLAlchemy URL points at SQLite."""
     return url.startswith("sqlite")
+
+
+#: The files of a SQLite database besides the main one.
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (``None`` in memory or for another database)."""
+    if not is_sqlite(url):
+        return None
+    database = make_url(url).database or ""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def keep_private(url: str) -> None:
+    """Create a SQLite database file 0600 before SQLite does (SQLite gives its journal and
+    WAL the main file's mode), or narrow an existing one and its side files to 0600."""
+    path = sqlite_file(url)
+    if path is None:
+        return
+    if path.parent.is_dir():
+        create_private_file(path)
+    private_files(path, *(path.with_name(path.name + suffix) for suffix in SQLITE_SIDE_FILES))
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
@@ -98,6 +129,7 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         if is_sqlite(url):
+            keep_private(url)
             self.engine = _sqlite_engine(url, immediate=False)
             self.write_engine = _sqlite_engine(url, immediate=True)
         else:

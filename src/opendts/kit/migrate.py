@@ -22,18 +22,25 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+class UpgradeBlocked(RuntimeError):
+    """A data migration cannot go on now (its message says why and what to do); the
+    upgrade's transaction is rolled back, so nothing changed."""
+
+
 #: Any constant: PostgreSQL advisory lock that serialises concurrent migrators.
 _MIGRATION_LOCK = 7_270_001
 
 
-def upgrade(db: Database, revision: str = "head") -> None:
+def upgrade(db: Database, revision: str = "head", *, data_dir: Path | None = None) -> None:
     """Bring the metadata database to ``revision`` (latest by default).
 
     On PostgreSQL the whole upgrade is one transaction holding an advisory lock, so several
     processes starting at once (API servers, workers) migrate exactly once and never see a
-    half-migrated schema.
+    half-migrated schema. ``data_dir`` is the data folder, for data migrations that move
+    files (``0005_team_folders``); a database with embedded warehouses needs it.
     """
     config = alembic_config(db.url)
+    config.attributes["data_dir"] = data_dir
     with db.write_engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")

@@ -1,8 +1,9 @@
 """Credentials encrypted at rest (Fernet: AES-128-CBC + HMAC-SHA256).
 
 The key comes from ``OPENDTS_SECRET_KEY`` or, failing that, from ``secret.key`` in the data
-folder, generated once with mode 0600. Several processes on several machines (PostgreSQL)
-must share one key: set ``OPENDTS_SECRET_KEY`` on all of them.
+folder, generated once with mode 0600 (an existing key file is narrowed to 0600). Several
+processes on several machines (PostgreSQL) must share one key: set ``OPENDTS_SECRET_KEY`` on
+all of them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
+
+from opendts.kit.private import FILE_MODE, private_files, private_folder
 
 log = logging.getLogger("opendts.secrets")
 
@@ -75,11 +78,12 @@ def load_key(data_dir: Path, configured: str | None) -> str:
         return configured
     path = data_dir / KEY_FILE
     if path.exists():
+        private_files(path)
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(data_dir)
     key = Fernet.generate_key().decode()
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except FileExistsError:  # another process won the race: use its key
         return path.read_text().strip()
     with os.fdopen(fd, "w") as handle:

@@ -1,5 +1,9 @@
-"""The demo account: a team with an admin user, an all-scopes key, the embedded DuckDB
-warehouse as its destination and a transfer of the ``demo`` source into it."""
+"""The demo account: a team with an admin user, an all-scopes key, an embedded DuckDB
+warehouse as its destination and a transfer of the ``demo`` source into it.
+
+Each demo team's warehouse is its own file, ``<data dir>/teams/<team_id>/warehouse.duckdb``:
+the destination's path is relative, and relative paths live in the team's folder.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from opendts.auth.permissions import ALL_SCOPES, Role
 from opendts.auth.service import issue_key
-from opendts.connectors.boundary import Boundary
+from opendts.connectors.boundary import TEAMS_FOLDER, Boundary
 from opendts.destinations import service as destinations
 from opendts.kit.secrets import SecretBox
 from opendts.settings import Settings
@@ -18,6 +22,8 @@ from opendts.transfers import api as transfers_api
 
 #: The demo transfer's table in the warehouse.
 DEMO_TABLE = "demo_ad_metrics"
+#: The demo destination's file, in the team's folder.
+DEMO_WAREHOUSE = "warehouse.duckdb"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +35,8 @@ class DemoAccount:
     api_key: str
     transfer_id: int
     destination_id: int
+    #: The team's DuckDB file, under the data folder as configured (for a query command).
+    warehouse: str
 
     def as_dict(self) -> dict[str, object]:
         """The JSON shape printed by ``opendts admin demo --json``."""
@@ -50,7 +58,7 @@ def create_demo(session: Session, settings: Settings, team_name: str = "Demo tea
         boundary,
         user.id,
         destinations.DestinationInput(
-            "duckdb", "Local warehouse (DuckDB)", {"path": "warehouse.duckdb"}
+            "duckdb", "Local warehouse (DuckDB)", {"path": DEMO_WAREHOUSE}
         ),
     )
     transfer = transfers_api.create(
@@ -69,4 +77,5 @@ def create_demo(session: Session, settings: Settings, team_name: str = "Demo tea
             "max_parallel_runs": 2,
         },
     )
-    return DemoAccount(team.id, user.id, key.plaintext, transfer.id, destination.id)
+    warehouse = settings.data_dir / TEAMS_FOLDER / str(team.id) / DEMO_WAREHOUSE
+    return DemoAccount(team.id, user.id, key.plaintext, transfer.id, destination.id, str(warehouse))

@@ -1,4 +1,4 @@
-"""``duckdb``: a DuckDB database file (``warehouse.duckdb`` in the data folder by default).
+"""``duckdb``: a DuckDB database file (``warehouse.duckdb`` in the team's folder by default).
 
 Rows stay in Arrow end to end: the day's table is registered with DuckDB and inserted with
 ``INSERT INTO t (columns) SELECT columns FROM incoming``, columns matched by name.
@@ -9,6 +9,11 @@ writing to a file shares one connection, and writes to a file are serialised by 
 closed once the file has been idle for ``IDLE_CLOSE_SECONDS``, so other tools can open the
 warehouse between loads. Another process holding the file is a ``TransientRunError``: the
 run is retried later.
+
+The file lives in the team's folder (``connectors.paths``), checked again right before every
+open. DuckDB runs with extension downloads and autoloading off and without external access:
+it reads and writes its own file only (rows arrive as registered Arrow tables), so nothing a
+team types can make it read another file. The file and its WAL are made 0600.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any, ClassVar
 
 import duckdb
 import pyarrow as pa
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 
 from opendts.connectors import paths
 from opendts.connectors.base import (
@@ -33,11 +38,19 @@ from opendts.connectors.base import (
     WriteRequest,
     check_identifier,
     quote,
+    settings_boundary,
     write_names,
 )
 from opendts.connectors.boundary import Boundary
 from opendts.connectors.schema import Family, family_of_sql, plan_columns, sql_type
 from opendts.engine.errors import TerminalRunError, TransientRunError
+
+#: DuckDB settings of every connection: no downloads, no autoloading, no other files.
+CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "enable_external_access": False,
+}
 
 #: Seconds without a write after which the shared connection to a file is closed.
 IDLE_CLOSE_SECONDS = 2.0
@@ -48,16 +61,16 @@ _INCOMING = "__opendts_incoming"
 class DuckDBSettings(ConnectorSettings):
     """Where the DuckDB file is, and the schema tables go in."""
 
-    #: The database file; a relative path lives in the data folder.
+    #: The database file, relative to the team's folder.
     path: str = "warehouse.duckdb"
     schema_name: str = "main"
 
     @field_validator("path")
     @classmethod
-    def _path(cls, value: str) -> str:
+    def _path(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
             raise ValueError("must name a file, e.g. warehouse.duckdb")
-        return value
+        return paths.check_team_path(value, settings_boundary(info), example="warehouse.duckdb")
 
     @field_validator("schema_name")
     @classmethod
@@ -70,6 +83,8 @@ class _File:
     """The shared connection to one database file, and what is known about its tables."""
 
     path: Path
+    #: The path as the team knows it (relative to its folder), for messages.
+    shown: str
     lock: threading.Lock = field(default_factory=threading.Lock)
     conn: duckdb.DuckDBPyConnection | None = None
     #: (schema, lower-case table) → {column name: declared type}; valid while ``conn`` is.
@@ -82,11 +97,11 @@ _files: dict[Path, _File] = {}
 _files_lock = threading.Lock()
 
 
-def _file(path: Path) -> _File:
+def _file(path: Path, shown: str) -> _File:
     with _files_lock:
         entry = _files.get(path)
         if entry is None:
-            entry = _files[path] = _File(path)
+            entry = _files[path] = _File(path, shown)
         return entry
 
 
@@ -144,9 +159,9 @@ def is_open(path: Path) -> bool:
     return entry is not None and entry.conn is not None
 
 
-def _locked_message(path: Path) -> str:
+def _locked_message(shown: str) -> str:
     return (
-        f"Another process holds the DuckDB warehouse file {path} open (DuckDB allows one "
+        f"Another process holds the DuckDB warehouse file {shown} open (DuckDB allows one "
         "process at a time to write a file); the run will be retried. If this keeps "
         "happening, close the other tool or worker that has the file open."
     )
@@ -159,37 +174,41 @@ def _is_lock_error(exc: duckdb.Error) -> bool:
     )
 
 
-def _open(path: Path) -> duckdb.DuckDBPyConnection:
+def _open(entry: _File) -> duckdb.DuckDBPyConnection:
+    path, shown = entry.path, entry.shown
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        paths.make_folders(path.parent)
     except OSError as exc:
         raise TerminalRunError(
-            f"Cannot create the folder {path.parent} for the DuckDB file ({exc.strerror}): "
+            f"Cannot create the folder for the DuckDB file {shown} ({exc.strerror}): "
             "fix the destination's path or the folder's permissions."
         ) from None
     try:
-        return duckdb.connect(str(path))
+        conn = duckdb.connect(str(path), config=CONFIG)
     except duckdb.IOException as exc:
-        text = str(exc)
+        text = str(exc).replace(str(path), shown)
         if _is_lock_error(exc):
-            raise TransientRunError(_locked_message(path), retry_after=5.0) from None
+            raise TransientRunError(_locked_message(shown), retry_after=5.0) from None
         if "not a valid DuckDB database" in text:
             raise TerminalRunError(
-                f"{path} exists but is not a DuckDB database file: point the destination at "
+                f"{shown} exists but is not a DuckDB database file: point the destination at "
                 "another path."
             ) from None
-        raise TerminalRunError(f"Cannot open the DuckDB file {path}: {text}") from None
+        raise TerminalRunError(f"Cannot open the DuckDB file {shown}: {text}") from None
     except duckdb.Error as exc:
-        raise TerminalRunError(f"Cannot open the DuckDB file {path}: {exc}") from None
+        text = str(exc).replace(str(path), shown)
+        raise TerminalRunError(f"Cannot open the DuckDB file {shown}: {text}") from None
+    paths.make_private(path)
+    return conn
 
 
 @contextlib.contextmanager
-def _connection(path: Path) -> Iterator[tuple[_File, duckdb.DuckDBPyConnection]]:
+def _connection(path: Path, shown: str) -> Iterator[tuple[_File, duckdb.DuckDBPyConnection]]:
     """The file's shared connection, used by one thread at a time."""
-    entry = _file(path)
+    entry = _file(path, shown)
     with entry.lock:
         if entry.conn is None:
-            entry.conn = _open(path)
+            entry.conn = _open(entry)
             entry.columns.clear()
         try:
             yield entry, entry.conn
@@ -219,9 +238,10 @@ def _columns(
     return found
 
 
-def _translate(exc: duckdb.Error, path: Path, table: str) -> Exception:
+def _translate(exc: duckdb.Error, entry: _File, table: str) -> Exception:
     """A DuckDB error raised while writing, as a run error a user can act on."""
-    text = str(exc)
+    path = entry.shown
+    text = str(exc).replace(str(entry.path), path)
     if _is_lock_error(exc):
         return TransientRunError(_locked_message(path), retry_after=5.0)
     if isinstance(exc, (duckdb.FatalException, duckdb.InternalException)):
@@ -249,16 +269,19 @@ class DuckDBDestination:
     def write(self, settings: Any, request: WriteRequest, data: pa.Table) -> int:
         config: DuckDBSettings = settings
         table, _ = write_names(request, data)
-        path = paths.resolve(config.path).resolve()
+        paths.ensure_team_dir(request.boundary)
+        path = paths.team_path(config.path, request.boundary)
         if request.cancelled.is_set():
             raise TransientRunError("The run was interrupted before writing to DuckDB.")
-        with _connection(path) as (entry, conn):
+        with _connection(path, paths.shown(path, request.boundary)) as (entry, conn):
             try:
                 self._write(entry, conn, config.schema_name, table, request, data)
             except duckdb.Error as exc:
                 if isinstance(exc, (duckdb.FatalException, duckdb.InternalException)):
                     _close(entry)  # the database is invalidated: reopen on the next write
-                raise _translate(exc, path, table) from exc
+                raise _translate(exc, entry, table) from exc
+            finally:
+                paths.make_private(path.with_name(path.name + ".wal"))
         return int(data.num_rows)
 
     def _write(
@@ -332,22 +355,27 @@ class DuckDBDestination:
 
     def test_connection(self, settings: Any, boundary: Boundary) -> None:
         config: DuckDBSettings = settings
-        path = paths.resolve(config.path).resolve()
+        path = paths.team_path(config.path, boundary)
+        shown = paths.shown(path, boundary)
         if path.is_dir():
-            raise TerminalRunError(f"{path} is a folder: the path must name a DuckDB file.")
-        with _connection(path) as (_, conn):
+            raise TerminalRunError(f"{shown} is a folder: the path must name a DuckDB file.")
+        if not path.exists():
+            # The first load creates it: checking must not (nor the folders above it).
+            paths.check_creatable(path, boundary, "the DuckDB file")
+            return
+        with _connection(path, shown) as (_, conn):
             try:
                 conn.execute("SELECT 1").fetchall()
             except duckdb.Error as exc:
-                raise TerminalRunError(f"DuckDB cannot use {path}: {exc}") from None
+                raise TerminalRunError(f"DuckDB cannot use {shown}: {exc}") from None
 
     def read_table(self, settings: Any, table: str, boundary: Boundary) -> pa.Table:
         config: DuckDBSettings = settings
         check_identifier(table)
-        path = paths.resolve(config.path).resolve()
+        path = paths.team_path(config.path, boundary)
         if not path.exists():
             return pa.table({})
-        with _connection(path) as (entry, conn):
+        with _connection(path, paths.shown(path, boundary)) as (entry, conn):
             if not _columns(entry, conn, config.schema_name, table):
                 return pa.table({})
             target = f"{quote(config.schema_name)}.{quote(table)}"

@@ -14,6 +14,10 @@ ignored by readers and removed by the table's next write.
 
 Writers of a table take an exclusive ``flock`` on ``<path>/.<table>.lock`` (readers a shared
 one), so threads and processes writing the same table queue up.
+
+``<path>`` is a folder in the team's folder (``connectors.paths``), checked again right before
+every write and read; a table folder that is a symbolic link is refused, so that replacing or
+overwriting never deletes outside it. Folders are created 0700 and files 0600.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any, ClassVar, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 
 from opendts.connectors import paths
 from opendts.connectors.base import (
@@ -43,6 +47,7 @@ from opendts.connectors.base import (
     SchemaConflict,
     WriteRequest,
     check_identifier,
+    settings_boundary,
 )
 from opendts.connectors.boundary import Boundary
 from opendts.connectors.schema import family_of_arrow, fits
@@ -55,16 +60,16 @@ _PARTITION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,62})=(\d{4}-\d{2}-\d{2})$")
 class ParquetSettings(ConnectorSettings):
     """The folder tables go in, and how files are compressed."""
 
-    #: The root folder; a relative path lives in the data folder.
+    #: The root folder, relative to the team's folder.
     path: str = "parquet"
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
 
     @field_validator("path")
     @classmethod
-    def _path(cls, value: str) -> str:
+    def _path(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
             raise ValueError("must name a folder, e.g. parquet")
-        return value
+        return paths.check_team_path(value, settings_boundary(info), example="parquet")
 
 
 # --- atomic folder exchange ------------------------------------------------------------
@@ -141,7 +146,8 @@ def _tmp_name(table: str | None = None) -> str:
 
 @contextlib.contextmanager
 def _table_lock(root: Path, table: str, *, exclusive: bool) -> Iterator[None]:
-    fd = os.open(root / f".{table}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+    fd = os.open(root / f".{table}.lock", flags, paths.FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
@@ -229,20 +235,39 @@ def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
     return data
 
 
+def _new_file(path: Path) -> Any:
+    """A new file, 0600, open for writing (``O_EXCL``: never an existing file or a link)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    return os.fdopen(os.open(path, flags, paths.FILE_MODE), "wb")
+
+
 def _write_file(data: pa.Table, file: Path, compression: str) -> None:
-    pq.write_table(data, file, compression=None if compression == "none" else compression)
-    fd = os.open(file, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with _new_file(file) as handle:
+        pq.write_table(data, handle, compression=None if compression == "none" else compression)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _write_metadata(folder: Path, schema: pa.Schema) -> None:
     """The table's schema as ``_common_metadata``, replaced atomically."""
     staging = folder / f"{_tmp_name()}{METADATA}"
-    pq.write_metadata(schema, staging)
+    with _new_file(staging) as handle:
+        pq.write_metadata(schema, handle)
     os.replace(staging, folder / METADATA)
+
+
+def _mkdir(folder: Path) -> None:
+    folder.mkdir(mode=paths.FOLDER_MODE)
+
+
+def _table_dir(root: Path, table: str) -> Path:
+    """``root/table``; refused if it is a symbolic link (a write would follow it out)."""
+    table_dir = root / table
+    if table_dir.is_symlink():
+        raise paths.PathRefused(
+            f"The table folder {table!r} is a symbolic link, which opendts does not follow."
+        )
+    return table_dir
 
 
 class ParquetDestination:
@@ -265,22 +290,24 @@ class ParquetDestination:
             raise TerminalRunError("The source sends two columns with the same name.")
         if request.cancelled.is_set():
             raise TransientRunError("The run was interrupted before writing Parquet files.")
-        root = paths.resolve(config.path)
+        paths.ensure_team_dir(request.boundary)
+        root = paths.team_path(config.path, request.boundary, example="parquet")
+        shown = paths.shown(root, request.boundary)
         try:
-            root.mkdir(parents=True, exist_ok=True)
+            paths.make_folders(root)
             with _table_lock(root, table, exclusive=True):
                 _clean_leftovers(root, table)
                 self._write(root, table, key, config.compression, request, data)
         except OSError as exc:
             problem = exc.strerror or str(exc)
-            where = exc.filename or root
+            where = paths.shown(Path(exc.filename), request.boundary) if exc.filename else shown
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
                 raise TransientRunError(
-                    f"Could not write Parquet files under {root} ({problem}: {where}); the "
+                    f"Could not write Parquet files under {shown} ({problem}: {where}); the "
                     "run will be retried. Check the free disk space."
                 ) from None
             raise TerminalRunError(
-                f"Could not write Parquet files under {root} ({problem}: {where}): fix the "
+                f"Could not write Parquet files under {shown} ({problem}: {where}): fix the "
                 "destination's path or the folder's permissions."
             ) from None
         return int(data.num_rows)
@@ -294,7 +321,7 @@ class ParquetDestination:
         request: WriteRequest,
         data: pa.Table,
     ) -> None:
-        table_dir = root / table
+        table_dir = _table_dir(root, table)
         schema = _merge(table, _stored_schema(table_dir), data.schema)
         body = _conform(data, schema).drop_columns([key])
         partition = f"{key}={request.data_date.isoformat()}"
@@ -302,16 +329,17 @@ class ParquetDestination:
 
         if request.mode is RefreshMode.OVERWRITE:
             staging = root / _tmp_name(table)
-            staging.mkdir()
+            _mkdir(staging)
             if data.num_rows:
-                (staging / partition).mkdir()
+                _mkdir(staging / partition)
                 _write_file(body, staging / partition / file_name, compression)
             _write_metadata(staging, schema)
             self._check_cancelled(request)
             _put_in_place(staging, table_dir)
             return
 
-        table_dir.mkdir(exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            _mkdir(table_dir)
         # The schema goes first: a crash before the data moves in leaves a wider schema
         # (columns read as NULL), never files with a column the schema lacks.
         _write_metadata(table_dir, schema)
@@ -320,7 +348,7 @@ class ParquetDestination:
             if not data.num_rows:
                 return
             staging = table_dir / _tmp_name()
-            staging.mkdir()
+            _mkdir(staging)
             _write_file(body, staging / file_name, compression)
             self._check_cancelled(request)
             if target.is_dir():
@@ -341,7 +369,7 @@ class ParquetDestination:
                 _remove(retired)
             return
         staging = table_dir / _tmp_name()
-        staging.mkdir()
+        _mkdir(staging)
         _write_file(body, staging / file_name, compression)
         self._check_cancelled(request)
         _put_in_place(staging, target)
@@ -353,23 +381,25 @@ class ParquetDestination:
 
     def test_connection(self, settings: Any, boundary: Boundary) -> None:
         config: ParquetSettings = settings
-        root = paths.resolve(config.path)
-        probe = root / f".opendts-probe-{uuid.uuid4().hex}"
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
+        root = paths.team_path(config.path, boundary, example="parquet")
+        shown = paths.shown(root, boundary)
+        if not root.exists():
+            # The first load creates it: checking must not (nor the folders above it).
+            paths.check_creatable(root, boundary, "the Parquet folder")
+            return
+        if not root.is_dir():
+            raise TerminalRunError(f"{shown} is a file: the path must name a folder.")
+        if not os.access(root, os.W_OK | os.X_OK):
             raise TerminalRunError(
-                f"Cannot write to the folder {root} ({exc.strerror or exc}): fix the "
-                "destination's path or the folder's permissions."
-            ) from None
+                f"Cannot write to the folder {shown}: it is not writable by the server. Fix "
+                "the folder's permissions or the destination's path."
+            )
 
     def read_table(self, settings: Any, table: str, boundary: Boundary) -> pa.Table:
         config: ParquetSettings = settings
         check_identifier(table)
-        root = paths.resolve(config.path)
-        table_dir = root / table
+        root = paths.team_path(config.path, boundary, example="parquet")
+        table_dir = _table_dir(root, table)
         if not table_dir.is_dir():
             return pa.table({})
         with _table_lock(root, table, exclusive=False):

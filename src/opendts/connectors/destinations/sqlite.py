@@ -1,4 +1,4 @@
-"""``sqlite``: a SQLite database file (``warehouse.sqlite`` in the data folder by default).
+"""``sqlite``: a SQLite database file (``warehouse.sqlite`` in the team's folder by default).
 
 Each write opens its own connection and runs in one ``BEGIN IMMEDIATE`` transaction:
 concurrent writers (threads or processes) wait for each other up to ``BUSY_TIMEOUT_SECONDS``
@@ -6,13 +6,19 @@ and then fail with a ``TransientRunError``. Dates are stored as ISO text (``2024
 timestamps as ISO text (``2024-01-31 12:00:00``, UTC with ``+00:00`` if zoned), decimals as
 numbers, nested values as JSON text. A table gets an index on its date column when it is
 created, so replacing one date does not scan the table.
+
+The file lives in the team's folder (``connectors.paths``), checked again right before every
+open; it is created 0600 (SQLite gives its journal the same mode). Reads and the connection
+test open it without creating it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -20,7 +26,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 
 from opendts.connectors import paths
 from opendts.connectors.base import (
@@ -29,6 +35,7 @@ from opendts.connectors.base import (
     WriteRequest,
     check_identifier,
     quote,
+    settings_boundary,
     write_names,
 )
 from opendts.connectors.boundary import Boundary
@@ -42,15 +49,15 @@ BUSY_TIMEOUT_SECONDS = 30.0
 class SQLiteSettings(ConnectorSettings):
     """Where the SQLite file is."""
 
-    #: The database file; a relative path lives in the data folder.
+    #: The database file, relative to the team's folder.
     path: str = "warehouse.sqlite"
 
     @field_validator("path")
     @classmethod
-    def _path(cls, value: str) -> str:
+    def _path(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
             raise ValueError("must name a file, e.g. warehouse.sqlite")
-        return value
+        return paths.check_team_path(value, settings_boundary(info), example="warehouse.sqlite")
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
@@ -58,44 +65,62 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-@contextlib.contextmanager
-def _connect(path: Path) -> Iterator[sqlite3.Connection]:
+def _create(path: Path, shown: str) -> None:
+    """Create the database file 0600 if it is missing (an empty file is an empty database).
+
+    Only a file this call creates is opened here: opening and closing a file another
+    connection of this process has locked would drop that connection's POSIX locks.
+    """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        paths.make_folders(path.parent)
     except OSError as exc:
         raise TerminalRunError(
-            f"Cannot create the folder {path.parent} for the SQLite file ({exc.strerror}): "
+            f"Cannot create the folder for the SQLite file {shown} ({exc.strerror}): "
             "fix the destination's path or the folder's permissions."
         ) from None
     try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, paths.FILE_MODE)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise TerminalRunError(f"Cannot create the SQLite file {shown}: {exc.strerror}") from None
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def _connect(path: Path, shown: str, mode: str = "rw") -> Iterator[sqlite3.Connection]:
+    """A connection to the existing file ``path`` (``mode``: ``rw`` or ``ro``)."""
+    uri = f"file:{urllib.parse.quote(str(path))}?mode={mode}"
+    try:
         conn = sqlite3.connect(
-            str(path),
+            uri,
+            uri=True,
             timeout=BUSY_TIMEOUT_SECONDS,
             isolation_level=None,  # transactions are begun explicitly
             check_same_thread=False,
         )
     except sqlite3.Error as exc:
-        raise TerminalRunError(f"Cannot open the SQLite file {path}: {exc}") from None
+        raise TerminalRunError(f"Cannot open the SQLite file {shown}: {exc}") from None
     try:
         yield conn
     except sqlite3.OperationalError as exc:
         if _busy(exc):
             raise TransientRunError(
-                f"The SQLite file {path} stayed locked by another writer for "
+                f"The SQLite file {shown} stayed locked by another writer for "
                 f"{BUSY_TIMEOUT_SECONDS:.0f} s; the run will be retried."
             ) from None
         if "readonly" in str(exc).lower():
             raise TerminalRunError(
-                f"The SQLite file {path} is read-only ({exc}): fix its permissions."
+                f"The SQLite file {shown} is read-only ({exc}): fix its permissions."
             ) from None
         if "disk" in str(exc).lower():
             raise TransientRunError(
-                f"SQLite could not write {path} ({exc}); the run will be retried. Check the "
+                f"SQLite could not write {shown} ({exc}); the run will be retried. Check the "
                 "free disk space."
             ) from None
-        raise TerminalRunError(f"SQLite rejected the write to {path}: {exc}") from None
+        raise TerminalRunError(f"SQLite rejected the write to {shown}: {exc}") from None
     except sqlite3.DatabaseError as exc:
-        raise TerminalRunError(f"SQLite cannot use {path}: {exc}") from None
+        raise TerminalRunError(f"SQLite cannot use {shown}: {exc}") from None
     finally:
         conn.close()
 
@@ -149,8 +174,12 @@ class SQLiteDestination:
         if request.cancelled.is_set():
             raise TransientRunError("The run was interrupted before writing to SQLite.")
         columns = [_python_column(column) for column in data.columns]
-        path = paths.resolve(config.path)
-        with _connect(path) as conn:
+        paths.ensure_team_dir(request.boundary)
+        path = paths.team_path(config.path, request.boundary, example="warehouse.sqlite")
+        shown = paths.shown(path, request.boundary)
+        _create(path, shown)
+        paths.make_private(path)
+        with _connect(path, shown) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 self._write(conn, table, request, data, columns)
@@ -210,10 +239,15 @@ class SQLiteDestination:
 
     def test_connection(self, settings: Any, boundary: Boundary) -> None:
         config: SQLiteSettings = settings
-        path = paths.resolve(config.path)
+        path = paths.team_path(config.path, boundary, example="warehouse.sqlite")
+        shown = paths.shown(path, boundary)
         if path.is_dir():
-            raise TerminalRunError(f"{path} is a folder: the path must name a SQLite file.")
-        with _connect(path) as conn:
+            raise TerminalRunError(f"{shown} is a folder: the path must name a SQLite file.")
+        if not path.exists():
+            # The first load creates it: checking must not (nor the folders above it).
+            paths.check_creatable(path, boundary, "the SQLite file")
+            return
+        with _connect(path, shown) as conn:
             conn.execute("PRAGMA schema_version").fetchone()  # fails if not a database
             conn.execute("BEGIN IMMEDIATE")  # fails (after the busy timeout) if not writable
             conn.execute("ROLLBACK")
@@ -221,10 +255,10 @@ class SQLiteDestination:
     def read_table(self, settings: Any, table: str, boundary: Boundary) -> pa.Table:
         config: SQLiteSettings = settings
         check_identifier(table)
-        path = paths.resolve(config.path)
+        path = paths.team_path(config.path, boundary, example="warehouse.sqlite")
         if not path.exists():
             return pa.table({})
-        with _connect(path) as conn:
+        with _connect(path, paths.shown(path, boundary), "ro") as conn:
             declared = _table_columns(conn, table)
             if not declared:
                 return pa.table({})

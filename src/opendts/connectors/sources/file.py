@@ -1,8 +1,12 @@
 """``file``: one date's rows from a CSV, Parquet or JSON-lines file named by a path template.
 
-``path`` is a template (``exports/{date:%Y%m%d}.csv``); a relative path lives in the data
-folder. The format follows the extension (``.csv``, ``.parquet``/``.pq``, ``.jsonl``/
-``.ndjson``; ``.gz`` for CSV and JSON lines) unless ``format`` says otherwise. Files are read
+``path`` is a template (``exports/{date:%Y%m%d}.csv``). A relative path is read from the
+team's ``files/`` folder; an absolute one only inside ``<root>/<team_id>/`` of a folder the
+operator shared (``OPENDTS_FILE_ROOTS``): see ``connectors.paths``. The rendered path is checked
+again at every read and opened without following symbolic links.
+
+The format follows the extension (``.csv``, ``.parquet``/``.pq``, ``.jsonl``/``.ndjson``;
+``.gz`` for CSV and JSON lines) unless ``format`` says otherwise. Files are read
 in batches with pyarrow's readers; nested values (JSON objects and lists, Parquet structs)
 become JSON text.
 
@@ -13,11 +17,12 @@ the date with the file's name and what the parser found where, never the file's 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Generator, Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import BinaryIO, ClassVar, Literal
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -26,7 +31,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, ValidationInfo, field_validator
 
 from opendts.connectors import excerpts, paths
-from opendts.connectors.base import ConnectorSettings, ReadRequest
+from opendts.connectors.base import ConnectorSettings, ReadRequest, settings_boundary
 from opendts.connectors.sources.http import check_template, flatten_nested, render
 from opendts.engine.errors import TerminalRunError, TransientRunError
 
@@ -82,7 +87,8 @@ class FileSettings(ConnectorSettings):
     )
     path: str = Field(
         min_length=1,
-        description="Path template, e.g. exports/{date:%Y%m%d}.csv (relative: data folder)",
+        description="Path template, e.g. exports/{date:%Y%m%d}.csv, in the team's files "
+        "folder (or an absolute path in a folder the operator shared with the team)",
     )
     csv_delimiter: str = Field(default=",", min_length=1, max_length=1)
     missing: Literal["retry", "empty", "fail"] = Field(
@@ -94,24 +100,22 @@ class FileSettings(ConnectorSettings):
     @classmethod
     def _path(cls, value: str, info: ValidationInfo) -> str:
         check_template(value)
+        sample = render(value, _SAMPLE_DATE)
+        paths.check_source_path(sample, settings_boundary(info))
         declared = info.data.get("format")
         if declared is not None:  # absent when format itself is invalid
-            detect_format(render(value, _SAMPLE_DATE), declared)
+            detect_format(sample, declared)
         return value
 
 
-def _open(path: Path, gzipped: bool) -> Any:
-    return pa.input_stream(str(path), compression="gzip" if gzipped else None)
-
-
 def _batches(
-    path: Path, fmt: Format, gzipped: bool, delimiter: str
+    handle: BinaryIO, fmt: Format, gzipped: bool, delimiter: str
 ) -> Generator[pa.RecordBatch, None, None]:
     if fmt == "parquet":
-        with pq.ParquetFile(str(path)) as parquet:
+        with pq.ParquetFile(handle) as parquet:
             yield from parquet.iter_batches(batch_size=BATCH_ROWS)
         return
-    with _open(path, gzipped) as stream:
+    with pa.input_stream(handle, compression="gzip" if gzipped else None) as stream:
         if fmt == "csv":
             reader = pa_csv.open_csv(
                 stream,
@@ -133,28 +137,43 @@ class FileSource:
     Settings: ClassVar[type[ConnectorSettings]] = FileSettings
 
     def read(self, settings: FileSettings, request: ReadRequest) -> Iterator[pa.RecordBatch]:
-        rendered = render(settings.path, request.data_date)
-        path = paths.resolve(rendered)
+        path = render(settings.path, request.data_date)
         try:
-            fmt, gzipped = detect_format(rendered, settings.format)
+            fmt, gzipped = detect_format(path, settings.format)
         except ValueError as exc:
             raise TerminalRunError(f"File {path}: {exc}.") from None
-        if not path.is_file():
-            if path.exists():
-                raise TerminalRunError(f"{path} is not a file. Check the source's path.")
+        try:
+            handle = paths.open_source_file(path, request.boundary)
+        except FileNotFoundError:
             if settings.missing == "empty":
                 return
             if settings.missing == "fail":
                 raise TerminalRunError(
                     f"The file {path} for {request.data_date} does not exist. "
                     "Check the source's path."
-                )
+                ) from None
             raise TransientRunError(
                 f"The file {path} for {request.data_date} was not found yet; will retry."
-            )
-        if fmt != "parquet" and path.stat().st_size == 0:
-            return  # an empty CSV or JSON-lines file holds no rows (pyarrow calls it invalid)
-        batches = _batches(path, fmt, gzipped, settings.csv_delimiter)
+            ) from None
+        except IsADirectoryError:
+            raise TerminalRunError(f"{path} is not a file. Check the source's path.") from None
+        except OSError as exc:
+            raise _os_error(path, exc) from None
+        with handle:
+            if fmt != "parquet" and os.fstat(handle.fileno()).st_size == 0:
+                return  # an empty CSV or JSON-lines file holds no rows (pyarrow calls it invalid)
+            yield from self._read(handle, path, fmt, gzipped, settings, request)
+
+    def _read(
+        self,
+        handle: BinaryIO,
+        path: str,
+        fmt: Format,
+        gzipped: bool,
+        settings: FileSettings,
+        request: ReadRequest,
+    ) -> Iterator[pa.RecordBatch]:
+        batches = _batches(handle, fmt, gzipped, settings.csv_delimiter)
         try:
             while True:
                 if request.cancelled.is_set():
@@ -170,10 +189,6 @@ class FileSource:
                 except EOFError as exc:
                     raise TerminalRunError(
                         f"The file {path} is cut short ({exc or 'unexpected end of file'})."
-                    ) from None
-                except FileNotFoundError:
-                    raise TransientRunError(
-                        f"The file {path} disappeared while it was read; will retry."
                     ) from None
                 except OSError as exc:
                     raise _os_error(path, exc) from None
@@ -192,7 +207,7 @@ def _parser_problem(exc: Exception) -> str:
     return excerpts.excerpt(text) or type(exc).__name__
 
 
-def _os_error(path: Path, exc: OSError) -> TerminalRunError | TransientRunError:
+def _os_error(path: str, exc: OSError) -> TerminalRunError | TransientRunError:
     text = str(exc)
     # pyarrow reports a bad gzip stream, or a Parquet footer it cannot parse, as an OSError.
     if isinstance(exc, PermissionError):

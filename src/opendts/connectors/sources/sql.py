@@ -8,25 +8,33 @@ A database that cannot be reached is a transient failure (the date is retried); 
 database rejects (bad SQL, a missing table or column) fails the date with the first line of its
 message, rejected values hidden. The URL's password (and query values) are credentials: stored
 sealed, shown as ``***``, sent only to the rest of the URL.
-A relative SQLite path lives in the data folder.
+
+A SQLite file lives in the team's folder: ``sqlite:///shop.db`` is ``<team folder>/shop.db``
+(``connectors.paths``, checked again at every read); absolute paths, ``file:`` URIs and URL
+options are refused. SQLite is opened read-only, and an authorizer lets the query only read:
+``ATTACH``, ``VACUUM INTO``, ``PRAGMA`` and writes are denied, so a query cannot reach (or
+create) another file.
 """
 
 from __future__ import annotations
 
 import re
+import sqlite3
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from sqlalchemy import Date, bindparam, create_engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from opendts.connectors import excerpts, paths
-from opendts.connectors.base import ConnectorSettings, ReadRequest
+from opendts.connectors.base import ConnectorSettings, ReadRequest, settings_boundary
+from opendts.connectors.boundary import Boundary
 from opendts.connectors.sources.http import column_array
 from opendts.engine.errors import RunError, TerminalRunError, TransientRunError
 
@@ -53,25 +61,66 @@ _TERMINAL_OPERATIONAL = (
 CONNECT_TIMEOUT_SECONDS = 10
 
 
-def engine_url(raw: str) -> URL:
-    """The SQLAlchemy URL to connect with: psycopg 3 for PostgreSQL, SQLite in the data folder."""
+def engine_url(raw: str, boundary: Boundary | None = None) -> URL:
+    """The SQLAlchemy URL to connect with: psycopg 3 for PostgreSQL; for a SQLite file, its
+    path in the team's folder when ``boundary`` is given (``PathRefused`` if it is not one)."""
     url = make_url(raw)
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     database = _sqlite_file(url)
     if database is not None:
-        url = url.set(database=str(paths.resolve(database)))
+        paths.check_team_path(database, None, example="shop.db")
+        if boundary is not None:
+            path = paths.team_path(database, boundary, example="shop.db")
+            url = url.set(database=str(path))
     return url
 
 
 def _sqlite_file(url: URL) -> str | None:
-    """The file of a SQLite URL (not in-memory, not a ``file:`` URI); ``None`` otherwise."""
+    """The file of a SQLite URL, ``None`` for another database or SQLite in memory.
+
+    ``PathRefused`` for what would let SQLite open a file of its choosing: ``file:`` URIs
+    (``?uri=true`` turns any path into one) and URL options.
+    """
     if url.get_backend_name() != "sqlite":
         return None
+    if url.query:
+        raise paths.PathRefused(
+            "SQLite URLs take no options (the part after '?'): write sqlite:///<file in the "
+            "team's folder>, e.g. sqlite:///shop.db"
+        )
     database = url.database or ""
-    if not database or database == ":memory:" or database.startswith("file:"):
+    if database.startswith("file:"):
+        raise paths.PathRefused(
+            "SQLite 'file:' URIs are not allowed: write sqlite:///<file in the team's folder>, "
+            "e.g. sqlite:///shop.db"
+        )
+    if not database or database == ":memory:":
         return None
     return database
+
+
+#: What a query may make SQLite do: read (tables, functions, recursive CTEs), nothing else.
+_SQLITE_READS = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+)
+
+
+def _sqlite_reads_only(action: int, *_: object) -> int:
+    return sqlite3.SQLITE_OK if action in _SQLITE_READS else sqlite3.SQLITE_DENY
+
+
+def _sqlite_denied(exc: sa_exc.SQLAlchemyError) -> bool:
+    text_ = str(getattr(exc, "orig", exc)).lower()
+    return "not authorized" in text_ or "authorization denied" in text_
+
+
+def _sqlite_connection(path: Path | None) -> sqlite3.Connection:
+    """A read-only connection to ``path`` (a database in memory without one)."""
+    if path is None:
+        return sqlite3.connect(":memory:", check_same_thread=False)
+    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+    return sqlite3.connect(uri, uri=True, check_same_thread=False)
 
 
 class SqlSettings(ConnectorSettings):
@@ -93,9 +142,11 @@ class SqlSettings(ConnectorSettings):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, value: SecretStr) -> SecretStr:
+    def _url(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         try:
-            url = engine_url(value.get_secret_value())
+            url = engine_url(value.get_secret_value(), settings_boundary(info))
+        except paths.PathRefused:
+            raise
         except (sa_exc.ArgumentError, ValueError):
             raise ValueError(
                 "not a SQLAlchemy URL; e.g. postgresql://user:password@host:5432/db"
@@ -152,26 +203,37 @@ class SqlSource:
     Settings: ClassVar[type[ConnectorSettings]] = SqlSettings
 
     def read(self, settings: SqlSettings, request: ReadRequest) -> Iterator[pa.RecordBatch]:
-        url = engine_url(settings.url.get_secret_value())
-        shown = url.render_as_string(hide_password=True)
+        raw = settings.url.get_secret_value()
+        url = engine_url(raw, request.boundary)
+        shown = make_url(raw).render_as_string(hide_password=True)
         secret = url.password if isinstance(url.password, str) and url.password else None
+        sqlite = url.get_backend_name() == "sqlite"
         database = _sqlite_file(url)
         if database is not None and not Path(database).is_file():
-            # SQLite would create an empty file and then report a missing table.
             raise TerminalRunError(
-                f"The SQLite database file {database} does not exist. Check the source's url."
+                f"The SQLite database file {make_url(raw).database} does not exist in the "
+                "team's folder. Check the source's url."
             )
         connect_args: dict[str, Any] = {}
         if url.get_backend_name() == "postgresql":
             connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
         # One engine per read, without a pool: nothing stays open between dates.
         try:
-            engine: Engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+            if sqlite:
+                file = Path(database) if database is not None else None
+                engine: Engine = create_engine(
+                    url, poolclass=NullPool, creator=lambda: _sqlite_connection(file)
+                )
+            else:
+                engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
         except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as exc:
             raise TerminalRunError(f"Cannot use the URL {shown}: {_message(exc, secret)}") from None
         statement = text(settings.query).bindparams(bindparam("date", type_=Date()))
         try:
             with engine.connect() as conn:
+                if sqlite:  # after SQLAlchemy's own set-up queries, before the team's
+                    driver = conn.connection.driver_connection
+                    driver.set_authorizer(_sqlite_reads_only)  # type: ignore[union-attr]
                 result = conn.execution_options(
                     stream_results=True, max_row_buffer=settings.chunk_size
                 ).execute(statement, {"date": request.data_date})
@@ -193,6 +255,11 @@ class SqlSource:
                     yield pa.RecordBatch.from_arrays(arrays, names=names)
                 result.close()
         except sa_exc.SQLAlchemyError as exc:
+            if sqlite and _sqlite_denied(exc):
+                raise TerminalRunError(
+                    f"The query was refused ({_message(exc, secret)}): a SQLite query may only "
+                    "read (SELECT); ATTACH, VACUUM, PRAGMA and writes are not allowed."
+                ) from None
             raise _classify(exc, shown, secret) from None
         finally:
             engine.dispose()
