@@ -20,7 +20,7 @@ from sqlalchemy import text, update
 from starlette.testclient import TestClient
 
 from opendts.auth.permissions import Role
-from opendts.connectors import credentials, paths
+from opendts.connectors import credentials
 from opendts.connectors.base import ReadRequest, parse_settings
 from opendts.connectors.boundary import Boundary
 from opendts.connectors.load import LoadKind
@@ -468,11 +468,9 @@ def failure(read: Any) -> str:
 
 def test_a_file_parse_error_names_the_problem_not_the_lines(tmp_path: Path) -> None:
     shadow = "root:$6$S3cretHash$abcdefgh:19000:0:99999:7:::\ndaemon:$6$0therHash:19000,x\n"
-    paths.set_data_dir(tmp_path)
-    # The team's file folder, wherever the file source looks for relative paths.
-    for folder in (tmp_path, tmp_path / "teams" / "1" / "files"):
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "export.csv").write_text(shadow)
+    folder = tmp_path / "teams" / "1" / "files"  # the team's file folder
+    folder.mkdir(parents=True)
+    (folder / "export.csv").write_text(shadow)
     config = parse_settings(FileSettings, {"path": "export.csv"})
     message = failure(
         lambda: FileSource().read(config, ReadRequest(DAY, boundary=boundary(data_dir=tmp_path)))
