@@ -245,7 +245,7 @@ def special_use(address: IPAddress) -> str | None:
     return None
 
 
-def _unwrapped(address: IPAddress) -> IPAddress:
+def effective_address(address: IPAddress) -> IPAddress:
     """Where a connection to ``address`` ends up: the IPv4 address it embeds, if any."""
     address = _unscoped(address)
     if isinstance(address, IPv6Address):
@@ -316,7 +316,7 @@ class NetworkPolicy:
         if reason is None:
             return None
         plain = _unscoped(address)
-        inner = _unwrapped(address)
+        inner = effective_address(address)
         if plain in METADATA_ADDRESSES or inner in METADATA_ADDRESSES:
             return None if {plain, inner} & self.addresses else reason
         if name is not None and self.allows_name(name):
@@ -383,7 +383,7 @@ def refusal_message(
     address: IPAddress, reason: str, *, shown: str | None = None, name: str | None = None
 ) -> str:
     """What to tell a user whose connection to ``address`` is refused, and what allows it."""
-    plain, target = _unscoped(address), _unwrapped(address)
+    plain, target = _unscoped(address), effective_address(address)
     if name is not None:
         what = f"{name} resolves to {address}, {reason}"
     elif target == plain and shown is not None and shown.strip("[]").lower() != str(plain):
