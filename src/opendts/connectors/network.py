@@ -55,8 +55,8 @@ METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
     )
 )
 
-#: Names that only ever mean this machine or a metadata service (refused before resolving).
-_LOCAL_NAMES = frozenset(
+#: Names that only ever mean this machine (refused before resolving; ``*.localhost`` too).
+_LOOPBACK_NAMES = frozenset(
     {
         "localhost",
         "localhost.localdomain",
@@ -64,10 +64,11 @@ _LOCAL_NAMES = frozenset(
         "localhost6.localdomain6",
         "ip6-localhost",
         "ip6-loopback",
-        "metadata.google.internal",
-        "metadata.goog",
-        "instance-data.ec2.internal",
     }
+)
+#: Names of cloud metadata services.
+_METADATA_NAMES = frozenset(
+    {"metadata.google.internal", "metadata.goog", "instance-data.ec2.internal"}
 )
 
 #: Special-use ranges and why they are refused; the first match names the reason.
@@ -180,6 +181,8 @@ def parse_host(host: str) -> IPAddress | str:
     name = text.lower()
     if not name:
         raise ValueError("the host is empty")
+    if not all(c.isalnum() or c in "-_." for c in name):
+        raise ValueError(f"{host} is not a valid host name (one host, without a port)")
     address = _ipv4(name)
     if address is not None:
         return address
@@ -426,20 +429,23 @@ def check_host(host: str, boundary: Boundary | None) -> str:
     if isinstance(target, str):
         if rules.allows_name(target):
             return host
-        if target in _LOCAL_NAMES or target.endswith(".localhost"):
-            metadata = target.startswith(("metadata", "instance-data"))
-            kind = "a cloud metadata name" if metadata else "a name for this machine (loopback)"
-            if metadata:
-                raise ValueError(
-                    f"{host} is {kind}; opendts never connects to the metadata service "
-                    f"unless the operator names its exact address in {SETTING} ({DOCS})"
-                )
-            raise ValueError(f"{host} is {kind}; {_allow_hint(target)}")
+        if target in _METADATA_NAMES:
+            raise ValueError(
+                f"{host} is a cloud metadata name; opendts never connects to the metadata "
+                f"service unless the operator names its exact address in {SETTING} ({DOCS})"
+            )
+        if is_local_name(target):
+            raise ValueError(f"{host} is a name for this machine (loopback); {_allow_hint(target)}")
         return host
     reason = rules.refusal(target)
     if reason is not None:
         raise ValueError(refusal_message(target, reason, shown=host.strip()))
     return host
+
+
+def is_local_name(name: str) -> bool:
+    """Whether the canonical ``name`` only ever means this machine (``localhost`` and kin)."""
+    return name in _LOOPBACK_NAMES or name.endswith(".localhost")
 
 
 def lookup(name: str, port: int) -> list[IPAddress]:

@@ -21,6 +21,7 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from ipaddress import IPv4Address
 from typing import Any
 
 from opendts.connectors import network
@@ -138,6 +139,25 @@ def _metadata(url: str) -> _Metadata | None:
     machine = _this_machine()
     local = not found or any(_is_local(a, machine) for a in found)
     return _Metadata(frozenset(found), local, port, database)
+
+
+def check_not_metadata(host: str, port: int, database: str, boundary: Boundary | None) -> None:
+    """``ValueError`` when a config names the metadata database by a literal address or a
+    name for this machine (other names are checked when they are resolved)."""
+    if boundary is None or not boundary.metadata_url:
+        return
+    try:
+        target = network.parse_host(host)
+    except ValueError:
+        return
+    if isinstance(target, str):
+        if not network.is_local_name(target):
+            return
+        target = IPv4Address("127.0.0.1")
+    try:
+        refuse_metadata([target], port, database, boundary)
+    except AddressRefused as exc:
+        raise ValueError(str(exc)) from None
 
 
 def refuse_metadata(

@@ -93,6 +93,17 @@ class PostgreSQLSettings(ConnectorSettings):
             raise PydanticCustomError("address_refused", str(exc)) from None
         return value.strip()
 
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str, info: ValidationInfo) -> str:
+        host, port = info.data.get("host"), info.data.get("port")
+        if isinstance(host, str) and isinstance(port, int):
+            try:
+                postgres_target.check_not_metadata(host, port, value, settings_boundary(info))
+            except ValueError as exc:
+                raise PydanticCustomError("metadata_database", str(exc)) from None
+        return value
+
     @field_validator("schema_name")
     @classmethod
     def _schema(cls, value: str) -> str:

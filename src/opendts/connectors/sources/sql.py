@@ -219,6 +219,10 @@ def check_server(url: URL, boundary: Boundary | None) -> None:
             f"{backend}://user:password@db.example.com/db (Unix sockets are not allowed)"
         )
     network.check_host(url.host, boundary)
+    if backend == "postgresql":
+        port = url.port or DEFAULT_PORTS["postgresql"]
+        database = url.database or url.username or ""
+        postgres_target.check_not_metadata(url.host, port, database, boundary)
 
 
 def _pinned(url: URL, boundary: Boundary) -> tuple[URL, dict[str, Any]]:
