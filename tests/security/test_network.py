@@ -422,6 +422,22 @@ def test_credentials_do_not_follow_a_redirect_to_another_origin() -> None:
     assert leaked["accept-language"] == "en"
 
 
+def test_a_next_page_link_to_loopback_is_refused() -> None:
+    """Pagination is another hop the API controls: its links are checked like redirects."""
+    with site("127.0.0.1", secret_site) as internal:
+
+        def first_page(path: str) -> tuple[int, dict[str, str], Any]:
+            return 200, {}, {"data": [{"n": 1}], "next": internal.base + "/page2"}
+
+        with site("127.0.0.2", first_page) as outside, pytest.raises(AddressRefused) as caught:
+            read(
+                {"url": outside.base + "/ads", "records_path": "data", "pagination": "next_link"},
+                local("127.0.0.2/32"),
+            )
+    assert internal.seen == [] and len(outside.seen) == 1
+    assert "127.0.0.1 is a loopback address" in str(caught.value)
+
+
 def test_an_environment_proxy_does_not_bypass_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """An operator's ``HTTP_PROXY`` would connect to the metadata service on the team's
     behalf: teams' requests never go through it."""
