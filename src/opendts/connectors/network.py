@@ -109,7 +109,6 @@ _SPECIAL: tuple[tuple[IPNetwork, str], ...] = tuple(
 )
 _GLOBAL_UNICAST_V6 = ip_network("2000::/3")
 _NAT64 = ip_network("64:ff9b::/96")
-_SIX_TO_FOUR = ip_network("2002::/16")
 _TRANSLATED = ip_network("::ffff:0:0:0/96")
 _COMPATIBLE = ip_network("::/96")
 
