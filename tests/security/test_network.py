@@ -77,6 +77,7 @@ def site(host: str, answer: Callable[[str], tuple[int, dict[str, str], Any]]) ->
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
             record.seen.append(Seen(self.path, {k.lower(): v for k, v in self.headers.items()}))
             status, headers, body = answer(self.path)
             raw = json.dumps(body).encode()
@@ -87,6 +88,8 @@ def site(host: str, answer: Callable[[str], tuple[int, dict[str, str], Any]]) ->
             self.send_header("Content-Length", str(len(raw)))
             self.end_headers()
             self.wfile.write(raw)
+
+        do_POST = do_GET
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -420,6 +423,21 @@ def test_credentials_do_not_follow_a_redirect_to_another_origin() -> None:
     for name in ("x-api-key", "authorization", "cookie", "x-tenant-secret"):
         assert name not in leaked, leaked
     assert leaked["accept-language"] == "en"
+
+
+def test_a_post_body_does_not_follow_a_redirect_to_another_origin() -> None:
+    """A 307 keeps the method and the body, which may carry an API key as headers do."""
+    with site("127.0.0.1", secret_site) as other:
+
+        def origin_answer(path: str) -> tuple[int, dict[str, str], Any]:
+            return 307, {"Location": other.base + "/elsewhere"}, {}
+
+        with site("127.0.0.1", origin_answer) as origin, pytest.raises(Exception) as caught:
+            read(
+                {"url": origin.base + "/q", "method": "POST", "body": {"api_key": TOKEN}},
+                local("127.0.0.1/32"),
+            )
+    assert other.seen == [] and "does not send the body" in str(caught.value)
 
 
 def test_a_next_page_link_to_loopback_is_refused() -> None:

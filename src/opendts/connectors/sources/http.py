@@ -380,6 +380,13 @@ class _Reader:
             response.close()
             method = redirect_method(response.status_code, method)
             body = body if method == "POST" else None
+            if body is not None and not same_origin(target, self.origin):
+                # A body may carry credentials as headers do: it stays with its origin.
+                raise TerminalRunError(
+                    f"{method} {_safe_url(url)} redirected the request and its body to "
+                    f"another site ({_safe_url(target)}); opendts does not send the body "
+                    "there. Use the final URL as the source's url."
+                )
             url = target
         raise httpx.TooManyRedirects("too many redirects", request=response.request)
 
