@@ -13,6 +13,7 @@ from pathlib import Path
 
 from opendts.connectors import paths
 from opendts.connectors.boundary import Boundary
+from opendts.settings import Settings
 
 #: The PostgreSQL the tests use runs on this machine: tests allow loopback on purpose.
 LOCAL_NETWORKS = ("127.0.0.0/8", "::1/128", "localhost")
@@ -57,3 +58,9 @@ def team_dir(team_id: int = 1) -> Path:
 def files_dir(team_id: int = 1) -> Path:
     """The team's ``files/`` folder (what relative ``file`` source paths read)."""
     return paths.files_dir(boundary(team_id))
+
+
+def allow_local(settings: Settings) -> Settings:
+    """``settings`` whose teams may reach this machine (the tests' PostgreSQL and servers),
+    as an operator allows a laptop's own database with ``OPENDTS_ALLOWED_NETWORKS``."""
+    return settings.model_copy(update={"allowed_networks": ",".join(LOCAL_NETWORKS)})

@@ -49,6 +49,26 @@ class Settings(BaseSettings):
         description="Comma-separated SQLAlchemy backends the sql source may use.",
     )
 
+    @field_validator("allowed_networks")
+    @classmethod
+    def _allowed_networks(cls, value: str) -> str:
+        # A typo must stop the server, not silently allow less (or more) than meant.
+        from opendts.connectors.network import NetworkPolicy
+
+        NetworkPolicy.parse(_entries(value))
+        return value
+
+    @field_validator("sql_dialects")
+    @classmethod
+    def _sql_dialects(cls, value: str) -> str:
+        for entry in _entries(value):
+            if not entry.replace("_", "").isalnum() or not entry.isascii():
+                raise ValueError(
+                    f"OPENDTS_SQL_DIALECTS entry {entry!r} is not a SQLAlchemy backend name; "
+                    "write e.g. postgresql,mysql,mariadb,sqlite"
+                )
+        return value
+
     # The engine (see opendts.engine).
     workers: bool = Field(default=True, description="Run the engine inside `opendts serve`.")
     worker_concurrency: int = Field(

@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from opendts.kit.db import Database
 from opendts.settings import Settings
+from tests.boundaries import LOCAL_NETWORKS, allow_local
 from tests.databases import PG_ADMIN_DSN
 from tests.engine.processes import workers
 from tests.engine.support import final, running_engine, snapshot, wait_for
@@ -38,6 +39,7 @@ def set_seed(db: Database, transfer_id: int, seed: int) -> None:
 def test_a_worker_killed_mid_write_leaves_old_or_new_rows_and_the_retry_completes(
     db: Database, database_url: str, settings: Settings, account: Account, kind: str
 ) -> None:
+    settings = allow_local(settings)  # the PostgreSQL warehouse is on this machine
     with warehouse_fields(kind) as fields:
         transfer_id, _ = make_data_transfer(
             db, settings, account.team_id, kind, fields, rows_per_day=ROWS, seed=1
@@ -52,7 +54,8 @@ def test_a_worker_killed_mid_write_leaves_old_or_new_rows_and_the_retry_complete
 
         set_seed(db, transfer_id, 2)
         second = make_backfill(db, account, DAY, DAY, transfer_id)
-        with workers(settings.data_dir, database_url) as group:
+        local = ",".join(LOCAL_NETWORKS)
+        with workers(settings.data_dir, database_url, OPENDTS_ALLOWED_NETWORKS=local) as group:
             victim = group.start(concurrency=1)
             wait_for(lambda: snapshot(db, second.id).runs_running == 1, what="the run to start")
             if kind == "postgresql":

@@ -21,6 +21,7 @@ from opendts.kit.db import Database
 from opendts.kit.secrets import box_for
 from opendts.settings import Settings
 from opendts.transfers import api as transfers_api
+from tests.boundaries import allow_local
 from tests.engine.support import final, run_rows, running_engine
 from tests.factories import Account, make_backfill
 
@@ -75,6 +76,7 @@ def api_base() -> Iterator[str]:
 def test_pages_load_a_429_is_waited_out_and_a_401_fails_its_date(
     db: Database, settings: Settings, account: Account, api_base: str
 ) -> None:
+    settings = allow_local(settings)  # the API is on this machine
     box = box_for(settings.data_dir, settings.secret_key)
     with db.session(write=True) as session:
         destination = destinations.create(

@@ -8,6 +8,7 @@ import pytest
 
 from opendts.kit.db import Database
 from opendts.settings import Settings
+from tests.boundaries import allow_local
 from tests.engine.support import final, running_engine
 from tests.factories import Account, make_backfill
 from tests.transfers.loads import expected, make_data_transfer, warehouse, warehouse_fields
@@ -17,6 +18,7 @@ from tests.transfers.loads import expected, make_data_transfer, warehouse, wareh
 def test_a_backfill_leaves_exactly_the_source_rows_and_a_second_one_no_duplicates(
     db: Database, settings: Settings, account: Account, kind: str
 ) -> None:
+    settings = allow_local(settings)  # the PostgreSQL warehouse is on this machine
     with warehouse_fields(kind) as fields:
         transfer_id, _ = make_data_transfer(db, settings, account.team_id, kind, fields)
         first = make_backfill(db, account, date(2024, 1, 1), date(2024, 3, 30), transfer_id)

@@ -12,6 +12,11 @@ writers creating or widening the same table wait for each other instead of faili
 ``replace`` also takes an advisory lock on (table, date), so two writers of the same date
 cannot both delete the old rows and both insert.
 
+Connections go only to the addresses the team's boundary allows: the host is resolved and
+checked at every write, and libpq connects to exactly those addresses (``hostaddr``; the
+name stays in ``host`` for TLS). Unix sockets and the metadata database are refused
+(``connectors.postgres_target``).
+
 Connections come from a small pool per connection settings (opening an ADBC database costs
 about 50 ms, because the driver loads the type catalogue; another connection to it about 2 ms).
 
@@ -38,14 +43,17 @@ import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc_pg
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
+from opendts.connectors import network, postgres_target
 from opendts.connectors.base import (
     ConnectorSettings,
     RefreshMode,
     WriteRequest,
     check_identifier,
     quote,
+    settings_boundary,
 )
 from opendts.connectors.boundary import Boundary
 from opendts.connectors.schema import Family, family_of_arrow, family_of_sql, plan_columns, sql_type
@@ -73,7 +81,8 @@ class PostgreSQLSettings(ConnectorSettings):
         "sslmode",
     )
 
-    host: str = "127.0.0.1"
+    # The default is checked like a typed host: this machine only if the operator allows it.
+    host: str = Field(default="127.0.0.1", validate_default=True)
     port: int = Field(default=5432, ge=1, le=65535)
     database: str = Field(min_length=1, max_length=63)
     user: str = Field(default="postgres", min_length=1, max_length=63)
@@ -84,10 +93,25 @@ class PostgreSQLSettings(ConnectorSettings):
 
     @field_validator("host")
     @classmethod
-    def _host(cls, value: str) -> str:
+    def _host(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
-            raise ValueError("must name a host, e.g. 127.0.0.1 or db.example.com")
+            raise ValueError("must name a host, e.g. db.example.com")
+        try:
+            network.check_host(value, settings_boundary(info))
+        except ValueError as exc:
+            raise PydanticCustomError("address_refused", str(exc)) from None
         return value.strip()
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str, info: ValidationInfo) -> str:
+        host, port = info.data.get("host"), info.data.get("port")
+        if isinstance(host, str) and isinstance(port, int):
+            try:
+                postgres_target.check_not_metadata(host, port, value, settings_boundary(info))
+            except ValueError as exc:
+                raise PydanticCustomError("metadata_database", str(exc)) from None
+        return value
 
     @field_validator("schema_name")
     @classmethod
@@ -100,8 +124,9 @@ def _conninfo_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def conninfo(settings: PostgreSQLSettings) -> str:
-    """The libpq connection string for ``settings`` (holds the password: never log it)."""
+def conninfo(settings: PostgreSQLSettings, pinned: postgres_target.Pinned | None = None) -> str:
+    """The libpq connection string for ``settings`` (holds the password: never log it),
+    connecting only to ``pinned``'s checked addresses when given."""
     parts = {
         "host": settings.host,
         "port": str(settings.port),
@@ -113,6 +138,8 @@ def conninfo(settings: PostgreSQLSettings) -> str:
     }
     if settings.password is not None:
         parts["password"] = settings.password.get_secret_value()
+    if pinned is not None:
+        parts.update(pinned.params)
     return " ".join(f"{key}={_conninfo_value(value)}" for key, value in parts.items())
 
 
@@ -307,6 +334,8 @@ class _Pool:
         self._anchor: Any = None
         #: Connections handed out and not yet released.
         self._out = 0
+        #: Whether the server was found not to be the metadata database.
+        self.verified = False
 
     def acquire(self) -> tuple[Any, bool]:
         """A connection with no open transaction, and whether it was used before."""
@@ -381,9 +410,9 @@ _swept = time.monotonic()
 _orphans: list[_Pool] = []
 
 
-def _pool(settings: PostgreSQLSettings) -> _Pool:
+def _pool(settings: PostgreSQLSettings, pinned: postgres_target.Pinned) -> _Pool:
     global _pools_pid, _swept
-    info = conninfo(settings)
+    info = conninfo(settings, pinned)
     with _pools_lock:
         if os.getpid() != _pools_pid:
             _orphans.extend(_pools.values())
@@ -649,7 +678,7 @@ class PostgreSQLDestination:
             if request.cancelled.is_set():
                 raise TransientRunError("The run was interrupted while writing to PostgreSQL.")
 
-        _session(config, table, work, commit=True)
+        _session(config, request.boundary, table, work, commit=True)
         return int(data.num_rows)
 
     @staticmethod
@@ -733,7 +762,7 @@ class PostgreSQLDestination:
             row = cur.fetchone()
             return schema, bool(row and row[0])
 
-        schema, may_create = _session(config, None, check, commit=False)
+        schema, may_create = _session(config, boundary, None, check, commit=False)
         if may_create:
             return
         if schema is None:
@@ -760,7 +789,7 @@ class PostgreSQLDestination:
             result: pa.Table = cur.fetch_arrow_table()
             return result
 
-        return _session(config, table, read, commit=False)
+        return _session(config, boundary, table, read, commit=False)
 
 
 def _acquire(pool: _Pool, config: PostgreSQLSettings) -> tuple[Any, bool]:
@@ -770,8 +799,32 @@ def _acquire(pool: _Pool, config: PostgreSQLSettings) -> tuple[Any, bool]:
         raise connect_error(exc, config) from None
 
 
+def _target(config: PostgreSQLSettings, boundary: Boundary) -> postgres_target.Pinned:
+    """The checked addresses of the destination's host, refused if they are the metadata
+    database's or outside the team's boundary."""
+    pinned = postgres_target.pin(config.host, config.port, boundary)
+    postgres_target.refuse_metadata(pinned.addresses, config.port, config.database, boundary)
+    return pinned
+
+
+def _verify(cur: Any, boundary: Boundary) -> bool:
+    """Refuse a server that turns out to be the metadata database (an alias of its
+    address); whether that was settled."""
+
+    def fetch_one(sql: str) -> Any:
+        cur.execute(sql)
+        return cur.fetchone()
+
+    return postgres_target.refuse_identity(postgres_target.identity(fetch_one), boundary)
+
+
 def _session(
-    config: PostgreSQLSettings, table: str | None, work: Callable[[Any], _T], *, commit: bool
+    config: PostgreSQLSettings,
+    boundary: Boundary,
+    table: str | None,
+    work: Callable[[Any], _T],
+    *,
+    commit: bool,
 ) -> _T:
     """``work(cursor)`` in one transaction on a pooled connection, committed or rolled back.
 
@@ -779,12 +832,14 @@ def _session(
     restarted or closed it while idle) is replaced and the work run once more, unless the
     failure came at the commit, whose outcome is then unknown.
     """
-    pool = _pool(config)
+    pool = _pool(config, _target(config, boundary))
     for attempt in (1, 2):
         conn, reused = _acquire(pool, config)
         ending = False
         try:
             with conn.cursor() as cur:
+                if not pool.verified:
+                    pool.verified = _verify(cur, boundary)
                 result = work(cur)
             ending = True
             if commit:

@@ -4,6 +4,11 @@ The URL, query parameters and POST body are templates: ``{date}`` is the date as
 (``2024-01-31``), ``{date:%Y%m%d}`` formats it (``20240131``). ``records_path`` points at the
 list of records in each answer; ``pagination`` follows a next link or counts pages.
 
+Connections go only to addresses the team's boundary allows (``connectors.network``),
+checked on the address actually connected to and on every redirect hop; redirects are
+followed here, hop by hop, and the token, ``Authorization``, ``Cookie`` and the custom
+headers go only to the configured URL's origin.
+
 Rate limits and outages are retried inside the run (``429`` honours ``Retry-After``; ``5xx``,
 timeouts and dropped connections back off exponentially); a wait longer than
 ``max_wait_seconds`` hands the date back to the engine with that delay instead of holding a
@@ -26,10 +31,19 @@ from urllib.parse import unquote
 
 import httpx
 import pyarrow as pa
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
-from opendts.connectors import credentials, excerpts
-from opendts.connectors.base import ConnectorSettings, ReadRequest, reveal
+from opendts.connectors import credentials, excerpts, network
+from opendts.connectors.base import ConnectorSettings, ReadRequest, reveal, settings_boundary
+from opendts.connectors.http_client import (
+    MAX_REDIRECTS,
+    checked_client,
+    redirect_method,
+    redirect_target,
+    safe_url,
+    same_origin,
+)
 from opendts.engine.errors import TerminalRunError, TransientRunError
 
 log = logging.getLogger("opendts.connectors.http")
@@ -198,7 +212,7 @@ class HttpSettings(ConnectorSettings):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, value: str) -> str:
+    def _url(cls, value: str, info: ValidationInfo) -> str:
         check_template(value)
         sample = render(value, _SAMPLE_DATE)
         try:
@@ -211,6 +225,10 @@ class HttpSettings(ConnectorSettings):
             )
         if not parsed.host:
             raise ValueError("must name a host, e.g. https://api.example.com/path")
+        try:
+            network.check_host(parsed.host, settings_boundary(info))
+        except ValueError as exc:
+            raise PydanticCustomError("address_refused", str(exc)) from None
         return value
 
     @field_validator("params")
@@ -294,7 +312,11 @@ def _body(response: httpx.Response) -> str:
 
 def _safe_url(url: httpx.URL) -> str:
     """``url`` without its query string or credentials (they may hold API keys)."""
-    return str(url.copy_with(query=None, fragment=None, username=None, password=None))
+    return safe_url(url)
+
+
+#: Headers that carry no credential: the only ones another origin gets after a redirect.
+_PLAIN_HEADERS = frozenset({"accept", "accept-language", "content-type", "user-agent"})
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -334,6 +356,21 @@ class _Reader:
         self.client = client
         self.secrets = _credentials(settings, request.data_date)
         self.origin = httpx.URL(render(settings.url, request.data_date))
+        self.headers = {"Accept": "application/json", **settings.headers}
+        if settings.token is not None:
+            self.headers[settings.auth_header] = (
+                settings.auth_prefix + settings.token.get_secret_value()
+            )
+        # Another origin gets no credential: not the token, not a custom header.
+        self.foreign_headers = {
+            name: value
+            for name, value in self.headers.items()
+            if name.lower() in _PLAIN_HEADERS and name.lower() != settings.auth_header.lower()
+        }
+
+    def headers_for(self, url: httpx.URL) -> dict[str, str]:
+        """The headers a request to ``url`` carries: credentials only for the origin."""
+        return self.headers if same_origin(url, self.origin) else self.foreign_headers
 
     def redact(self, text: str) -> str:
         return excerpts.mask(text, self.secrets)
@@ -361,6 +398,45 @@ class _Reader:
         if seconds > 0 and self.request.cancelled.wait(seconds):
             raise TransientRunError("interrupted")
 
+    def fetch(self, url: httpx.URL, body: Any) -> httpx.Response:
+        """The answer to one request, redirects followed hop by hop (each hop's connection
+        checked against the boundary, credentials dropped when a hop leaves the origin)."""
+        method: str = self.settings.method
+        first = url
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                response = self.client.request(
+                    method,
+                    url,
+                    json=body if method == "POST" else None,
+                    headers=self.headers_for(url),
+                )
+            except network.AddressRefused as exc:
+                via = f" redirected to {_safe_url(url)}" if url != first else ""
+                raise network.AddressRefused(
+                    f"{self.settings.method} {_safe_url(first)}{via}: {exc}"
+                ) from None
+            try:
+                target = redirect_target(response)
+            except ValueError as exc:
+                raise TerminalRunError(
+                    f"{method} {_safe_url(url)} answered {response.status_code}, but {exc}."
+                ) from None
+            if target is None:
+                return response
+            response.close()
+            method = redirect_method(response.status_code, method)
+            body = body if method == "POST" else None
+            if body is not None and not same_origin(target, self.origin):
+                # A body may carry credentials as headers do: it stays with its origin.
+                raise TerminalRunError(
+                    f"{method} {_safe_url(url)} redirected the request and its body to "
+                    f"another site ({_safe_url(target)}); opendts does not send the body "
+                    "there. Use the final URL as the source's url."
+                )
+            url = target
+        raise httpx.TooManyRedirects("too many redirects", request=response.request)
+
     def send(self, url: httpx.URL, params: dict[str, str] | None) -> httpx.Response:
         """The answer to one request, retried on 429, 5xx, timeouts and connection errors."""
         s = self.settings
@@ -376,9 +452,7 @@ class _Reader:
         for attempt in range(tries):
             self.check_cancelled()
             try:
-                response = self.client.request(
-                    s.method, url, json=body if s.method == "POST" else None
-                )
+                response = self.fetch(url, body)
             except httpx.TimeoutException:
                 problem = f"timed out after {s.timeout_seconds:g} s"
                 wait, retry_after = self._backoff(attempt), None
@@ -492,13 +566,8 @@ class HttpSource:
     def read(self, settings: HttpSettings, request: ReadRequest) -> Iterator[pa.RecordBatch]:
         s = settings
         day = request.data_date
-        headers = {"Accept": "application/json", **s.headers}
-        if s.token is not None:
-            headers[s.auth_header] = s.auth_prefix + s.token.get_secret_value()
         params = {key: render(value, day) for key, value in s.params.items()}
-        with httpx.Client(
-            headers=headers, timeout=s.timeout_seconds, follow_redirects=True
-        ) as client:
+        with checked_client(request.boundary, s.timeout_seconds) as client:
             reader = _Reader(s, request, client)
             url = reader.origin
             page = s.page_start

@@ -14,6 +14,12 @@ A SQLite file lives in the team's folder: ``sqlite:///shop.db`` is ``<team folde
 options are refused. SQLite is opened read-only, and an authorizer lets the query only read:
 ``ATTACH``, ``VACUUM INTO``, ``PRAGMA`` and writes are denied, so a query cannot reach (or
 create) another file.
+
+Only the backends the operator allows (``OPENDTS_SQL_DIALECTS``) are used. A network
+database is reached only at addresses the team's boundary allows: the host is resolved
+and checked at every read and the driver connects to the checked address (PostgreSQL
+through libpq's ``hostaddr``, so TLS still verifies the name). Unix sockets, query
+parameters that name other hosts, sockets or files, and the metadata database are refused.
 """
 
 from __future__ import annotations
@@ -27,12 +33,13 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import Date, bindparam, create_engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import NullPool
 
-from opendts.connectors import excerpts, paths
+from opendts.connectors import excerpts, network, paths, postgres_target
 from opendts.connectors.base import ConnectorSettings, ReadRequest, settings_boundary
 from opendts.connectors.boundary import Boundary
 from opendts.connectors.sources.http import column_array
@@ -59,6 +66,58 @@ _TERMINAL_OPERATIONAL = (
 )
 
 CONNECT_TIMEOUT_SECONDS = 10
+
+#: Backends whose database is a file, not a server (their paths are checked elsewhere).
+FILE_BACKENDS = frozenset({"sqlite"})
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
+#: URL query parameters a team may set, per backend: none of them names a host, a socket
+#: or a file on this server.
+QUERY_PARAMETERS = {
+    "postgresql": frozenset(
+        {
+            "sslmode",
+            "sslnegotiation",
+            "channel_binding",
+            "connect_timeout",
+            "application_name",
+            "options",
+            "target_session_attrs",
+            "client_encoding",
+            "keepalives",
+            "keepalives_idle",
+            "keepalives_interval",
+            "keepalives_count",
+            "tcp_user_timeout",
+        }
+    ),
+    "mysql": frozenset(
+        {"charset", "collation", "connect_timeout", "read_timeout", "write_timeout"}
+    ),
+}
+QUERY_PARAMETERS["mariadb"] = QUERY_PARAMETERS["mysql"]
+#: For backends an operator adds: parameters that would reach past the checked host.
+FORBIDDEN_QUERY_PARAMETERS = frozenset(
+    {
+        "host",
+        "hostaddr",
+        "port",
+        "unix_socket",
+        "socket",
+        "service",
+        "servicefile",
+        "passfile",
+        "sslkey",
+        "sslcert",
+        "sslrootcert",
+        "sslcrl",
+        "sslcrldir",
+        "read_default_file",
+        "read_default_group",
+        "local_infile",
+        "init_command",
+        "plugin_dir",
+    }
+)
 
 
 def engine_url(raw: str, boundary: Boundary | None = None) -> URL:
@@ -151,6 +210,11 @@ class SqlSettings(ConnectorSettings):
             raise ValueError(
                 "not a SQLAlchemy URL; e.g. postgresql://user:password@host:5432/db"
             ) from None
+        boundary = settings_boundary(info)
+        try:
+            check_server(url, boundary)
+        except ValueError as exc:
+            raise PydanticCustomError("address_refused", str(exc)) from None
         try:
             url.get_dialect()
         except (sa_exc.NoSuchModuleError, ImportError):
@@ -169,6 +233,86 @@ class SqlSettings(ConnectorSettings):
                 "e.g. SELECT * FROM events WHERE day = :date"
             )
         return value
+
+
+def check_server(url: URL, boundary: Boundary | None) -> None:
+    """``ValueError`` if the URL's backend or server is outside the boundary.
+
+    The backend must be one the operator allows; a network database must name a TCP host
+    (no socket, no literal address the boundary refuses) and no query parameter that
+    reaches another host, a socket or a file. Names are judged when they are resolved.
+    """
+    backend = url.get_backend_name()
+    if boundary is not None and backend not in boundary.sql_dialects:
+        allowed = ", ".join(boundary.sql_dialects) or "none"
+        raise ValueError(
+            f"{backend} databases are not allowed on this server (the operator allows: "
+            f"{allowed}; OPENDTS_SQL_DIALECTS, docs/security.md)"
+        )
+    if backend in FILE_BACKENDS:
+        return
+    allowed_parameters = QUERY_PARAMETERS.get(backend)
+    for name in url.query:
+        refused = (
+            name not in allowed_parameters
+            if allowed_parameters is not None
+            else name.lower() in FORBIDDEN_QUERY_PARAMETERS
+        )
+        if refused:
+            hint = (
+                f"; allowed: {', '.join(sorted(allowed_parameters))}"
+                if allowed_parameters is not None
+                else ""
+            )
+            raise ValueError(
+                f"the query parameter {name!r} is not allowed: a team's database is reached "
+                f"only at the URL's host{hint}"
+            )
+    if not url.host:
+        raise ValueError(
+            "must name the database server's host, e.g. "
+            f"{backend}://user:password@db.example.com/db (Unix sockets are not allowed)"
+        )
+    network.check_host(url.host, boundary)
+    if backend == "postgresql":
+        port = url.port or DEFAULT_PORTS["postgresql"]
+        database = url.database or url.username or ""
+        postgres_target.check_not_metadata(url.host, port, database, boundary)
+
+
+def _pinned(url: URL, boundary: Boundary) -> tuple[URL, dict[str, Any]]:
+    """The URL and driver arguments that reach only the host's checked addresses.
+
+    Raises ``TerminalRunError`` (outside the boundary, or the metadata database) or
+    ``TransientRunError`` (the host does not resolve now).
+    """
+    try:
+        check_server(url, boundary)
+    except ValueError as exc:
+        raise network.AddressRefused(f"The source's url: {exc}.") from None
+    backend = url.get_backend_name()
+    if backend in FILE_BACKENDS:
+        return url, {}
+    host = url.host or ""
+    port = url.port or DEFAULT_PORTS.get(backend, 0)
+    if backend == "postgresql":
+        pinned = postgres_target.pin(host, port, boundary)
+        database = url.database or url.username or ""
+        postgres_target.refuse_metadata(pinned.addresses, port, database, boundary)
+        return url, dict(pinned.params)
+    try:
+        addresses = network.resolve(host, port, boundary)
+    except network.AddressRefused:
+        raise
+    except OSError as exc:
+        raise TransientRunError(
+            f"The database host {host} could not be resolved ({exc}); will retry."
+        ) from None
+    # Other drivers take no separate address: they get the checked address itself.
+    arguments: dict[str, Any] = {}
+    if backend in ("mysql", "mariadb"):
+        arguments["local_infile"] = False  # the server may not ask for this host's files
+    return url.set(host=str(addresses[0])), arguments
 
 
 def _message(exc: BaseException, secret: str | None) -> str:
@@ -195,6 +339,15 @@ def _classify(exc: sa_exc.SQLAlchemyError, shown: str, secret: str | None) -> Ru
     return TerminalRunError(f"Reading from {shown} failed: {message}")
 
 
+def _verify(conn: Any, boundary: Boundary) -> None:
+    """Refuse a server that turns out to be the metadata database (an alias of its address)."""
+
+    def fetch_one(sql: str) -> Any:
+        return conn.exec_driver_sql(sql).one()
+
+    postgres_target.refuse_identity(postgres_target.identity(fetch_one), boundary)
+
+
 class SqlSource:
     """Rows returned by a SQL query with the date bound as ``:date``."""
 
@@ -214,8 +367,9 @@ class SqlSource:
                 f"The SQLite database file {make_url(raw).database} does not exist in the "
                 "team's folder. Check the source's url."
             )
-        connect_args: dict[str, Any] = {}
-        if url.get_backend_name() == "postgresql":
+        url, connect_args = _pinned(url, request.boundary)
+        is_postgresql = url.get_backend_name() == "postgresql"
+        if is_postgresql:
             connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
         # One engine per read, without a pool: nothing stays open between dates.
         try:
@@ -234,6 +388,8 @@ class SqlSource:
                 if sqlite:  # after SQLAlchemy's own set-up queries, before the team's
                     driver = conn.connection.driver_connection
                     driver.set_authorizer(_sqlite_reads_only)  # type: ignore[union-attr]
+                if is_postgresql:
+                    _verify(conn, request.boundary)
                 result = conn.execution_options(
                     stream_results=True, max_row_buffer=settings.chunk_size
                 ).execute(statement, {"date": request.data_date})
