@@ -17,6 +17,7 @@ from opendts import __version__
 from opendts.api import errors
 from opendts.api.context import Runtime
 from opendts.api.middleware import EnvelopeMiddleware
+from opendts.api.routing import MethodSemantics
 from opendts.backfills.endpoints import router as backfills_router
 from opendts.connectors import paths
 from opendts.destinations.endpoints import router as destinations_router
@@ -136,6 +137,7 @@ def create_app(
         # No key and no rate limit, like /healthz: scrapers have no API key.
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(MethodSemantics, routes=lambda: app.routes)
     app.add_middleware(
         EnvelopeMiddleware, max_body_bytes=settings.max_request_bytes, metrics=api_metrics
     )
