@@ -21,7 +21,7 @@ from opendts.api.routing import MethodSemantics
 from opendts.backfills.endpoints import router as backfills_router
 from opendts.connectors import paths
 from opendts.destinations.endpoints import router as destinations_router
-from opendts.kit import metrics, migrate
+from opendts.kit import metrics, migrate, openapi
 from opendts.kit.db import Database
 from opendts.kit.envelope import error_body, json_response
 from opendts.kit.errors import ServiceUnavailable
@@ -113,6 +113,7 @@ def create_app(
     app.state.metrics_registry = registry
     readiness = Readiness(database)
     errors.install(app)
+    openapi.install(app)
     app.include_router(backfills_router, prefix="/v1")
     app.include_router(runs_router, prefix="/v1")
     app.include_router(transfers_router, prefix="/v1")
