@@ -29,6 +29,7 @@ from opendts.kit.ratelimit import RateLimiter
 from opendts.runs.endpoints import router as runs_router
 from opendts.settings import Settings
 from opendts.transfers.endpoints import router as transfers_router
+from opendts.web.reference import router as reference_router
 from opendts.web.session import STATIC
 from opendts.web.session import router as web_router
 
@@ -99,7 +100,7 @@ def create_app(
         version=__version__,
         description="Self-hosted Data Warehouse Transfer Service (Supermetrics DTS compatible).",
         openapi_url="/v1/openapi.json",
-        docs_url=None,  # Swagger UI loads from a CDN; opendts must work offline
+        docs_url=None,  # /docs is ours (web/reference.py): FastAPI's loads from a CDN
         redoc_url=None,
         redirect_slashes=False,
     )
@@ -119,6 +120,7 @@ def create_app(
     app.include_router(transfers_router, prefix="/v1")
     app.include_router(destinations_router, prefix="/v1")
     app.include_router(web_router)
+    app.include_router(reference_router)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 
     @app.get("/healthz", include_in_schema=False)
