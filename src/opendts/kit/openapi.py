@@ -58,6 +58,10 @@ COMMON_ERRORS: dict[int, str] = {
 }
 #: Added to every operation that takes a body.
 BODY_ERRORS: dict[int, str] = {
+    400: (
+        "INVALID_PARAMETER: the body is not a JSON object sent as application/json, or a path "
+        "id, query parameter or body field is missing or malformed; error.description names it."
+    ),
     413: "PAYLOAD_TOO_LARGE: the body is larger than OPENDTS_MAX_REQUEST_BYTES.",
 }
 
@@ -241,7 +245,7 @@ def operation(
     }
 
 
-def _body_schemas() -> dict[str, Any]:
+def _component_schemas() -> dict[str, Any]:
     _, definitions = models_json_schema(
         [(model, "validation") for model in _COMPONENTS.values()],
         ref_template="#/components/schemas/{model}",
@@ -261,7 +265,7 @@ def _without_defaults(schema: Any) -> Any:
 def _finish(document: dict[str, Any]) -> dict[str, Any]:
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
-    for name, schema in _body_schemas().items():
+    for name, schema in _component_schemas().items():
         # A model in a body and in a response is one component: it must mean the same there.
         if name in schemas and _without_defaults(schemas[name]) != _without_defaults(schema):
             raise ValueError(f"the request schema {name} differs from the response schema")
