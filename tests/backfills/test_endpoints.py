@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from datetime import date, timedelta
 
+import pytest
 from sqlalchemy import func, select, update
 from starlette.testclient import TestClient
 
 from opendts.backfills.models import Backfill
 from opendts.kit.db import Database
+from tests.api.support import data_of, error_of, list_url
 from tests.factories import Account, make_account, make_backfill, make_transfer, set_status
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
@@ -228,3 +230,21 @@ def test_list_json_rendered_by_the_database_equals_the_reference_rendering(
     assert by_id[busy.id]["start_time"] == "2024-03-01T00:00:00.000000Z"
     assert by_id[busy.id]["created_time"] == "2024-03-01T12:30:15.123456Z"
     assert list(by_id[busy.id]) == list(one.json()["data"])  # same key order
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["transfer_id=%C2%B2", "limit=%D9%A3", "status=%C5%BFcheduled", "status=CREATED,,RUNNING"],
+)
+def test_list_filters_refuse_what_the_document_does_not_allow(
+    client: TestClient, account: Account, query: str
+) -> None:
+    # A superscript two passed str.isdigit() and then int() raised (a 500); a long s upper-cased
+    # to a plain S. The filters accept exactly what /v1/openapi.json declares.
+    response = client.get(f"{list_url(account.team_id)}?{query}", headers=account.headers)
+    error_of(response, 400, "INVALID_PARAMETER")
+
+
+def test_list_filters_accept_any_case_and_spaces(client: TestClient, account: Account) -> None:
+    url = f"{list_url(account.team_id)}?status=created%2C%20Running&limit=5"
+    assert data_of(client.get(url, headers=account.headers)) == []

@@ -383,3 +383,30 @@ def test_catalogue_endpoints(client: TestClient, account: Account) -> None:
     assert any(s["id"] == "rows_per_day" for s in options.json()["settings"])
     missing = client.get(transfers_url(account, "/available-options"), headers=account.headers)
     assert missing.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("entry", "field"),
+    [
+        ({"run_interval": "weekly", "run_weekday": None}, "schedule[0].run_weekday"),
+        ({"run_interval": "monthly", "run_day": None}, "schedule[0].run_day"),
+        ({"run_interval": ""}, "schedule[0].run_interval"),
+        ({"run_interval": False}, "schedule[0].run_interval"),
+    ],
+)
+def test_a_schedule_that_says_nothing_is_refused_not_guessed(
+    client: TestClient, account: Account, entry: dict[str, Any], field: str
+) -> None:
+    # Found by schemathesis over /v1/openapi.json: a weekly schedule with "run_weekday": null
+    # passed validation, and computing its next run looped to an internal error; "" and false
+    # were read as "daily".
+    destination = make_destination(client, account)
+    body = transfer_body(destination["id"], schedule=[entry])
+    checked = client.post(
+        transfers_url(account, "/validations"), json=body, headers=account.headers
+    )
+    assert checked.status_code == 200, checked.text
+    assert field in {e["field_id"] for e in checked.json()["errors"]}
+    created = client.post(transfers_url(account), json=body, headers=account.headers)
+    assert created.status_code == 400, created.text
+    assert field in created.json()["error"]["description"]

@@ -17,10 +17,11 @@ from opendts import __version__
 from opendts.api import errors
 from opendts.api.context import Runtime
 from opendts.api.middleware import EnvelopeMiddleware
+from opendts.api.routing import MethodSemantics
 from opendts.backfills.endpoints import router as backfills_router
 from opendts.connections.endpoints import router as connections_router
 from opendts.destinations.endpoints import router as destinations_router
-from opendts.kit import metrics, migrate
+from opendts.kit import metrics, migrate, openapi
 from opendts.kit.db import Database
 from opendts.kit.envelope import error_body, json_response
 from opendts.kit.errors import ServiceUnavailable
@@ -28,6 +29,7 @@ from opendts.kit.ratelimit import RateLimiter
 from opendts.runs.endpoints import router as runs_router
 from opendts.settings import Settings
 from opendts.transfers.endpoints import router as transfers_router
+from opendts.web.reference import router as reference_router
 from opendts.web.session import STATIC
 from opendts.web.session import router as web_router
 
@@ -97,7 +99,7 @@ def create_app(
         version=__version__,
         description="Self-hosted Data Warehouse Transfer Service (Supermetrics DTS compatible).",
         openapi_url="/v1/openapi.json",
-        docs_url=None,  # Swagger UI loads from a CDN; opendts must work offline
+        docs_url=None,  # /docs is ours (web/reference.py): FastAPI's loads from a CDN
         redoc_url=None,
         redirect_slashes=False,
     )
@@ -111,12 +113,14 @@ def create_app(
     app.state.metrics_registry = registry
     readiness = Readiness(database)
     errors.install(app)
+    openapi.install(app)
     app.include_router(backfills_router, prefix="/v1")
     app.include_router(runs_router, prefix="/v1")
     app.include_router(transfers_router, prefix="/v1")
     app.include_router(destinations_router, prefix="/v1")
     app.include_router(connections_router, prefix="/v1")
     app.include_router(web_router)
+    app.include_router(reference_router)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 
     @app.get("/healthz", include_in_schema=False)
@@ -136,6 +140,7 @@ def create_app(
         # No key and no rate limit, like /healthz: scrapers have no API key.
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(MethodSemantics, routes=lambda: app.routes)
     app.add_middleware(
         EnvelopeMiddleware, max_body_bytes=settings.max_request_bytes, metrics=api_metrics
     )

@@ -27,26 +27,53 @@ from opendts.auth.service import authenticate, authorize
 from opendts.backfills import schemas, service
 from opendts.kit.envelope import data_response, raw_data_response
 from opendts.kit.errors import ApiError
+from opendts.kit.openapi import EventStream, link, operation
 
 router = APIRouter(tags=["Data Backfills"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": schemas.ErrorEnvelope} for status in (400, 401, 403, 404, 422, 429, 500)
+_TRANSFER_NOT_FOUND = "TRANSFER_NOT_FOUND: no such transfer in this team."
+_BACKFILL_NOT_FOUND = "BACKFILL_NOT_FOUND: no such backfill in this team."
+_BACKFILL_ID = "$response.body#/data/transfer_backfill_id"
+_BACKFILL_LINKS = {
+    "getBackfill": link(
+        "getBackfill",
+        "Read the backfill.",
+        team_id="$request.path.team_id",
+        backfill_id=_BACKFILL_ID,
+    ),
+    "cancelBackfill": link(
+        "updateBackfillStatus",
+        "Cancel the backfill.",
+        team_id="$request.path.team_id",
+        backfill_id=_BACKFILL_ID,
+    ),
 }
-
-
-def _json_body(model: type[Any]) -> dict[str, Any]:
-    # Bodies are parsed by hand (for precise 400s), so describe them for the OpenAPI document.
-    schema = {"application/json": {"schema": model.model_json_schema()}}
-    return {"requestBody": {"required": True, "content": schema}}
 
 
 @router.post(
     "/teams/{team_id}/transfers/{transfer_id}/backfills",
-    summary="Create a backfill",
-    operation_id="createBackfill",
-    responses={200: {"model": schemas.BackfillEnvelope}, **_ERRORS},
-    openapi_extra=_json_body(schemas.CreateBackfillRequest),
+    **operation(
+        "createBackfill",
+        "Create a backfill",
+        returns=schemas.BackfillEnvelope,
+        description="The new backfill, status CREATED.",
+        body=schemas.CreateBackfillRequest,
+        examples={"january": {"range_start": "2024-01-01", "range_end": "2024-01-31"}},
+        errors={
+            404: _TRANSFER_NOT_FOUND,
+            422: "INVALID_DATE_RANGE, RANGE_END_IN_FUTURE, RANGE_TOO_LONG, BACKFILL_OVERLAP, "
+            "TRANSFER_PAUSED or TRANSFER_DELETED: the range or the transfer breaks a rule.",
+        },
+        links={
+            **_BACKFILL_LINKS,
+            "getLatestBackfill": link(
+                "getLatestBackfill",
+                "The transfer's latest backfill.",
+                team_id="$request.path.team_id",
+                transfer_id="$request.path.transfer_id",
+            ),
+        },
+    ),
 )
 async def create_backfill(request: Request, team_id: TeamId, transfer_id: TransferId) -> Response:
     """Schedule a backfill of ``transfer_id`` over an inclusive date range (status CREATED)."""
@@ -76,9 +103,13 @@ async def create_backfill(request: Request, team_id: TeamId, transfer_id: Transf
 
 @router.get(
     "/teams/{team_id}/backfills",
-    summary="List incomplete backfills for team",
-    operation_id="listIncompleteBackfills",
-    responses={200: {"model": schemas.BackfillListEnvelope}, **_ERRORS},
+    **operation(
+        "listIncompleteBackfills",
+        "List incomplete backfills for team",
+        returns=schemas.BackfillListEnvelope,
+        description="Newest first: the contract's incomplete ones, or what the query asks for.",
+        query=schemas.ListBackfillsQuery,
+    ),
 )
 async def list_incomplete_backfills(request: Request, team_id: TeamId) -> Response:
     """The team's CREATED, SCHEDULED, RUNNING and FAILED backfills, newest first (≤ 100).
@@ -106,9 +137,12 @@ async def list_incomplete_backfills(request: Request, team_id: TeamId) -> Respon
 
 @router.get(
     "/teams/{team_id}/backfills/{backfill_id}",
-    summary="Get a backfill",
-    operation_id="getBackfill",
-    responses={200: {"model": schemas.BackfillEnvelope}, **_ERRORS},
+    **operation(
+        "getBackfill",
+        "Get a backfill",
+        returns=schemas.BackfillEnvelope,
+        errors={404: _BACKFILL_NOT_FOUND},
+    ),
 )
 async def get_backfill(request: Request, team_id: TeamId, backfill_id: BackfillId) -> Response:
     """One backfill of the team, whatever its status."""
@@ -123,9 +157,14 @@ async def get_backfill(request: Request, team_id: TeamId, backfill_id: BackfillI
 
 @router.get(
     "/teams/{team_id}/transfers/{transfer_id}/backfills/latest",
-    summary="Get the latest backfill of a transfer",
-    operation_id="getLatestBackfill",
-    responses={200: {"model": schemas.BackfillEnvelope}, **_ERRORS},
+    **operation(
+        "getLatestBackfill",
+        "Get the latest backfill of a transfer",
+        returns=schemas.BackfillEnvelope,
+        errors={
+            404: f"{_TRANSFER_NOT_FOUND} BACKFILL_NOT_FOUND: the transfer never had a backfill."
+        },
+    ),
 )
 async def get_latest_backfill(
     request: Request, team_id: TeamId, transfer_id: TransferId
@@ -142,10 +181,26 @@ async def get_latest_backfill(
 
 @router.patch(
     "/teams/{team_id}/backfills/{backfill_id}",
-    summary="Cancel a backfill",
-    operation_id="updateBackfillStatus",
-    responses={200: {"model": schemas.BackfillEnvelope}, **_ERRORS},
-    openapi_extra=_json_body(schemas.UpdateBackfillStatusBody),
+    **operation(
+        "updateBackfillStatus",
+        "Cancel a backfill",
+        returns=schemas.BackfillEnvelope,
+        description="The backfill, CANCELLED, with removed_time, removed_user_id and end_time.",
+        body=schemas.UpdateBackfillStatusBody,
+        examples={"cancel": {"status": "CANCELLED"}},
+        errors={
+            404: _BACKFILL_NOT_FOUND,
+            422: "BACKFILL_NOT_CANCELLABLE: the backfill is already COMPLETED or CANCELLED.",
+        },
+        links={
+            "getBackfill": link(
+                "getBackfill",
+                "Read the cancelled backfill.",
+                team_id="$request.path.team_id",
+                backfill_id="$request.path.backfill_id",
+            )
+        },
+    ),
 )
 async def update_backfill_status(
     request: Request, team_id: TeamId, backfill_id: BackfillId
@@ -177,12 +232,15 @@ def _sse(event: str, data: dict[str, Any], event_id: int) -> bytes:
 
 @router.get(
     "/teams/{team_id}/backfills/{backfill_id}/events",
-    summary="Follow a backfill (server-sent events)",
-    operation_id="streamBackfillEvents",
-    responses={
-        200: {"content": {"text/event-stream": {}}, "description": "An event stream"},
-        **{s: e for s, e in _ERRORS.items() if s != 400 and s != 422},
-    },
+    **operation(
+        "streamBackfillEvents",
+        "Follow a backfill (server-sent events)",
+        returns=EventStream(("backfill", "end"), schemas.BackfillOut),
+        description="`event: backfill` with the backfill object (as getBackfill returns it) "
+        "at once and whenever it changes, then `event: end` once it is COMPLETED, FAILED or "
+        "CANCELLED; `: keep-alive` comments every 15 s while idle.",
+        errors={404: _BACKFILL_NOT_FOUND},
+    ),
 )
 async def backfill_events(request: Request, team_id: TeamId, backfill_id: BackfillId) -> Response:
     """``event: backfill`` with the backfill object whenever it changes (the first at once),

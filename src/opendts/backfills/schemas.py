@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from opendts.backfills.models import Backfill
 from opendts.backfills.status import BackfillStatus
 from opendts.kit.clock import isoformat_z
+from opendts.kit.openapi import ErrorDetail, ErrorEnvelope, Meta
 from opendts.kit.requests import json_object, required_choice, required_date
 
 CREATE_EXAMPLE = '{"range_start": "2024-01-01", "range_end": "2024-01-31"}'
@@ -50,21 +51,21 @@ def parse_status_update(body: bytes, content_type: str | None) -> BackfillStatus
     return BackfillStatus(required_choice(payload, "status", (BackfillStatus.CANCELLED.value,)))
 
 
-# Models below only describe the wire format in the generated OpenAPI document.
-
-
-class Meta(BaseModel):
-    request_id: str = Field(pattern=r"^[A-Za-z0-9_-]+$", min_length=8, max_length=50)
+# Models below only describe the wire format in the OpenAPI document.
 
 
 class RunError(BaseModel):
+    """One failed date of a backfill."""
+
     transfer_run_date: date
     error: str
 
 
 class BackfillOut(BaseModel):
-    transfer_backfill_id: int
-    transfer_id: int
+    """The contract's Backfill, field for field."""
+
+    transfer_backfill_id: int = Field(ge=1, examples=[12345])
+    transfer_id: int = Field(ge=1)
     range_start_date: date
     range_end_date: date
     created_time: datetime
@@ -74,11 +75,13 @@ class BackfillOut(BaseModel):
     start_time: datetime | None = None
     end_time: datetime | None = None
     status: BackfillStatus
-    transfer_runs_total: int
-    transfer_runs_created: int
-    transfer_runs_completed: int
-    transfer_runs_failed: int
-    error_report: list[RunError] = Field(default_factory=list)
+    transfer_runs_total: int = Field(ge=0)
+    transfer_runs_created: int = Field(ge=0)
+    transfer_runs_completed: int = Field(ge=0)
+    transfer_runs_failed: int = Field(ge=0)
+    error_report: list[RunError] = Field(
+        default_factory=list, description="One entry per failed date; empty if none failed."
+    )
 
 
 class BackfillEnvelope(BaseModel):
@@ -88,24 +91,48 @@ class BackfillEnvelope(BaseModel):
 
 class BackfillListEnvelope(BaseModel):
     meta: Meta
-    data: list[BackfillOut] = Field(max_length=100)
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-    description: str | None = None
-
-
-class ErrorEnvelope(BaseModel):
-    meta: Meta
-    error: ErrorDetail
+    data: list[BackfillOut] = Field(max_length=1000)
 
 
 class CreateBackfillRequest(BaseModel):
-    range_start: date
-    range_end: date
+    """An inclusive range of data dates, at most OPENDTS_MAX_BACKFILL_DAYS long, ending today
+    (UTC) or earlier."""
+
+    range_start: date = Field(description="First data date, YYYY-MM-DD.")
+    range_end: date = Field(description="Last data date (inclusive), YYYY-MM-DD.")
 
 
 class UpdateBackfillStatusBody(BaseModel):
+    """The only supported change: cancelling."""
+
     status: Literal["CANCELLED"]
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+_STATUS = "(?:" + "|".join(_any_case(s.value) for s in BackfillStatus) + ")"
+#: ``status`` of the list's extension: ``all`` or statuses separated by commas, any case. The
+#: server checks this pattern and the document declares it.
+STATUS_FILTER = rf"^ *(?:{_any_case('all')}|{_STATUS}(?: *, *{_STATUS})*) *$"
+
+
+class ListBackfillsQuery(BaseModel):
+    """An opendts extension of the list: any of these lists backfills of every status."""
+
+    status: str | None = Field(
+        None,
+        pattern=STATUS_FILTER,
+        description="'all' (the default once any parameter is given), or statuses separated "
+        "by commas, e.g. COMPLETED,FAILED.",
+    )
+    transfer_id: int | None = Field(
+        None, ge=1, le=9223372036854775807, description="Only this transfer."
+    )
+    limit: int | None = Field(
+        None, ge=1, le=1000, description="At most this many, newest first (100)."
+    )
+
+
+__all__ = ["ErrorDetail", "ErrorEnvelope", "Meta"]

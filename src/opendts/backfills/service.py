@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -160,17 +161,13 @@ LIST_PARAMETERS = ("status", "transfer_id", "limit")
 def list_filtered(session: Session, team_id: int, params: dict[str, str]) -> list[dict[str, Any]]:
     """Our extension of the list: ``status`` (``all`` or a comma list), ``transfer_id``,
     ``limit`` (1 to 1000, 100 by default); newest first."""
-    raw = params.get("status", "all").strip()
+    raw = params.get("status", "all")
+    valid = ", ".join(s.value for s in BackfillStatus)
+    if not re.fullmatch(schemas.STATUS_FILTER, raw):
+        raise InvalidParameter(f"'status' must be 'all' or a comma-separated list of {valid}.")
     statuses: tuple[str, ...] | None = None
-    if raw.lower() != "all":
-        wanted = tuple(part.strip().upper() for part in raw.split(",") if part.strip())
-        valid = {s.value for s in BackfillStatus}
-        bad = [w for w in wanted if w not in valid]
-        if bad or not wanted:
-            raise InvalidParameter(
-                f"'status' must be 'all' or a comma-separated list of {', '.join(sorted(valid))}."
-            )
-        statuses = wanted
+    if raw.strip().lower() != "all":
+        statuses = tuple(part.strip().upper() for part in raw.split(","))
     transfer_id = _int_param(params, "transfer_id", 1, 2**63 - 1, None)
     limit = _int_param(params, "limit", 1, 1000, 100)
     rows = repository.list_of_team(
@@ -185,7 +182,7 @@ def _int_param(
     value = params.get(name)
     if value is None:
         return default
-    if not value.isdigit() or not low <= int(value) <= high:
+    if not re.fullmatch("[0-9]{1,19}", value) or not low <= int(value) <= high:
         raise InvalidParameter(f"'{name}' must be an integer from {low} to {high}.")
     return int(value)
 

@@ -5,9 +5,22 @@ from __future__ import annotations
 import typing
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from opendts.connectors.base import secret_fields
+
+
+class SetupSetting(BaseModel):
+    """What ``setup_settings`` returns for one field, as the OpenAPI document describes it."""
+
+    id: str
+    input_type: str = Field(examples=["text", "number", "checkbox", "select", "json", "password"])
+    is_required: bool
+    label: str
+    value: Any = None
+    options: list[dict[str, Any]] | None = None
+    help_text: str | None = None
+    note: str | None = Field(None, description="For a credential: whether one is set.")
 
 
 def _input_type(annotation: Any) -> tuple[str, list[dict[str, Any]] | None]:

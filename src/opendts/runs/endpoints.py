@@ -2,43 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from opendts.api.context import TeamId, TransferId, path_id, request_id, run_guarded
 from opendts.auth.permissions import Access
-from opendts.backfills.schemas import ErrorEnvelope
 from opendts.kit.envelope import data_response
+from opendts.kit.openapi import link, operation
 from opendts.runs import schemas, service
 
 router = APIRouter(tags=["Transfer runs"])
 
 TransferRunId = Annotated[int, *path_id("transfer run")]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorEnvelope} for status in (400, 401, 403, 404, 429, 500)
-}
-
 
 @router.get(
     "/teams/{team_id}/transfers/{transfer_id}/runs",
-    summary="List a transfer's runs",
-    operation_id="listTransferRuns",
-    responses={200: {"model": schemas.TransferRunListEnvelope}, **_ERRORS},
+    **operation(
+        "listTransferRuns",
+        "List a transfer's runs",
+        returns=schemas.TransferRunListEnvelope,
+        query=schemas.ListRunsQuery,
+        errors={404: "TRANSFER_NOT_FOUND: no such transfer in this team."},
+        links={
+            "getFirstRun": link(
+                "getTransferRun",
+                "The first run of the page.",
+                team_id="$request.path.team_id",
+                transfer_run_id="$response.body#/data/0/id",
+            )
+        },
+    ),
 )
 async def list_transfer_runs(
-    request: Request,
-    team_id: TeamId,
-    transfer_id: TransferId,
-    start_date: str | None = None,
-    end_date: str | None = None,
-    filter_issues_only: str | None = None,
-    sort_field: str | None = None,
-    sort_direction: str | None = None,
-    limit: str | None = None,
-    offset: str | None = None,
+    request: Request, team_id: TeamId, transfer_id: TransferId
 ) -> Response:
     """Runs whose data date is within ``start_date``..``end_date`` (inclusive), a page at a time.
 
@@ -60,9 +59,12 @@ async def list_transfer_runs(
 
 @router.get(
     "/teams/{team_id}/transfer_runs/{transfer_run_id}",
-    summary="Get a transfer run",
-    operation_id="getTransferRun",
-    responses={200: {"model": schemas.TransferRunEnvelope}, **_ERRORS},
+    **operation(
+        "getTransferRun",
+        "Get a transfer run",
+        returns=schemas.TransferRunEnvelope,
+        errors={404: "TRANSFER_RUN_NOT_FOUND: no such transfer run in this team."},
+    ),
 )
 async def get_transfer_run(
     request: Request, team_id: TeamId, transfer_run_id: TransferRunId

@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from opendts.backfills.schemas import ErrorDetail, Meta
 from opendts.kit.clock import isoformat_z
 from opendts.kit.errors import InvalidParameter
+from opendts.kit.openapi import Meta
 from opendts.runs.models import RunStatus, TransferRun
 
 MAX_LIMIT = 10_000
@@ -173,8 +173,10 @@ def parse_query(params: dict[str, str]) -> RunsQuery:
 
 
 class TransferRunItem(BaseModel):
+    """The contract's TransferRunItem, plus our extensions from ``transfer_id`` on."""
+
     id: int
-    status: str
+    status: Literal["QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
     type: Literal["Backfill", "Recurring"]
     message: str
     created_time: datetime | None = None
@@ -217,4 +219,23 @@ class TransferRunEnvelope(BaseModel):
     data: TransferRunDetail
 
 
-__all__ = ["ErrorDetail"]
+class ListRunsQuery(BaseModel):
+    """The list's query string."""
+
+    start_date: date | datetime = Field(
+        description="First data date (inclusive): a date, or a date-time whose calendar date "
+        "is used.",
+        examples=["2024-01-01"],
+    )
+    end_date: date | datetime = Field(
+        description="Last data date (inclusive), not before start_date.", examples=["2024-01-31"]
+    )
+    filter_issues_only: bool | None = Field(
+        None, description="Only runs that failed, were cancelled or needed a retry."
+    )
+    sort_field: Literal["created_time", "data_date", "ended_time"] | None = Field(
+        None, description="data_date by default."
+    )
+    sort_direction: Literal["ASC", "DESC"] | None = Field(None, description="DESC by default.")
+    limit: int | None = Field(None, ge=1, le=MAX_LIMIT, description="A page of at most (100).")
+    offset: int | None = Field(None, ge=0, le=2**62, description="Runs to skip (0).")

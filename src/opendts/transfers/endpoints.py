@@ -19,9 +19,10 @@ from opendts.connectors.boundary import Boundary
 from opendts.connectors.describe import setup_settings
 from opendts.kit.envelope import data_response, json_response
 from opendts.kit.errors import InvalidParameter
+from opendts.kit.openapi import link, operation
 from opendts.kit.requests import json_object, required_choice
 from opendts.kit.secrets import SecretBox, box_for
-from opendts.transfers import api
+from opendts.transfers import api, schemas
 
 router = APIRouter(tags=["Data Transfers"])
 
@@ -30,6 +31,38 @@ EXAMPLE = (
     '"schema_id": 1, "schedule": [{"run_interval": "daily", "run_hour": 3, '
     '"refresh_window": 3}], "accounts": [{"account_id": "acc-1"}]}'
 )
+
+
+_NOT_FOUND = {404: "TRANSFER_NOT_FOUND: no such transfer in this team (or it was deleted)."}
+_INVALID = (
+    "INVALID_PARAMETER: the body is not a JSON object, or a field does not fit: the description "
+    "names every one (a destination_id that is not the team's, source settings its connector "
+    "refuses, a wrong type or value)."
+)
+_TEAM = "$request.path.team_id"
+_EXAMPLES = {
+    "demo": {
+        "data_source_id": "demo",
+        "destination_id": 1,
+        "display_name": "Ad metrics",
+        "schedule": [{"run_interval": "daily", "run_hour": 3, "refresh_window": 3}],
+        "accounts": [{"account_id": "acc-1"}],
+        "source_config": {"rows_per_day": 100},
+        "table": "ad_metrics",
+    },
+}
+
+
+def _transfer_links(transfer_id: str) -> dict[str, dict[str, object]]:
+    ids = {"team_id": _TEAM, "transfer_id": transfer_id}
+    return {
+        "getTransfer": link("getTransfer", "Read the transfer.", **ids),
+        "updateTransfer": link("updateTransfer", "Replace its configuration.", **ids),
+        "setTransferState": link("setTransferState", "Pause or unpause it.", **ids),
+        "validateTransferUpdate": link("validateTransferUpdate", "Check a change.", **ids),
+        "getLatestBackfill": link("getLatestBackfill", "Its latest backfill.", **ids),
+        "deleteTransfer": link("deleteTransfer", "Delete it.", **ids),
+    }
 
 
 def _boundary(request: Request, team_id: int) -> Boundary:
@@ -48,7 +81,10 @@ async def _body(request: Request, example: str = EXAMPLE) -> Any:
     return lambda: json_object(raw, content_type, example)
 
 
-@router.get("/teams/{team_id}/transfers", summary="List transfers")
+@router.get(
+    "/teams/{team_id}/transfers",
+    **operation("listTransfers", "List transfers", returns=schemas.TransferInfoListEnvelope),
+)
 async def list_transfers(request: Request, team_id: TeamId) -> Response:
     """The team's transfers (TransferInfoResponse items), oldest first."""
     data = await run_guarded(
@@ -57,7 +93,20 @@ async def list_transfers(request: Request, team_id: TeamId) -> Response:
     return data_response(request_id(request), data)
 
 
-@router.post("/teams/{team_id}/transfers", summary="Create a transfer", status_code=201)
+@router.post(
+    "/teams/{team_id}/transfers",
+    **operation(
+        "createTransfer",
+        "Create a transfer",
+        returns=schemas.TransferCreatedEnvelope,
+        status=201,
+        description="The new transfer's id and name.",
+        body=schemas.TransferConfigurationRequest,
+        examples=_EXAMPLES,
+        errors={400: _INVALID},
+        links=_transfer_links("$response.body#/data/transfer_id"),
+    ),
+)
 async def create_transfer(request: Request, team_id: TeamId) -> Response:
     """201 with ``{transfer_id, transfer_name}``; 400 naming every bad field."""
     body = await _body(request)
@@ -74,7 +123,17 @@ async def create_transfer(request: Request, team_id: TeamId) -> Response:
     return data_response(request_id(request), data, status_code=201)
 
 
-@router.post("/teams/{team_id}/transfers/validations", summary="Validate a new transfer")
+@router.post(
+    "/teams/{team_id}/transfers/validations",
+    **operation(
+        "validateTransfer",
+        "Validate a new transfer",
+        returns=schemas.ValidationErrorsResponse,
+        description="Every problem of the configuration (a plain object, not enveloped).",
+        body=schemas.TransferConfigurationCandidate,
+        examples=_EXAMPLES,
+    ),
+)
 async def validate_transfer(request: Request, team_id: TeamId) -> Response:
     """``{is_valid, errors: [{field_id, error_code, message}]}`` (200 even when invalid)."""
     body = await _body(request)
@@ -88,14 +147,31 @@ async def validate_transfer(request: Request, team_id: TeamId) -> Response:
     return json_response(data)
 
 
-@router.get("/teams/{team_id}/transfers/available-sources", summary="Installed sources")
+@router.get(
+    "/teams/{team_id}/transfers/available-sources",
+    **operation(
+        "listAvailableSources",
+        "Installed sources",
+        returns=schemas.AvailableSourcesResponse,
+        description="Every source connector of this server (a plain object, not enveloped).",
+    ),
+)
 async def available_sources(request: Request, team_id: TeamId) -> Response:
     """Every source connector installed here, with its settings."""
     data = await run_guarded(request, team_id, Access.READ, lambda ctx: api.available_sources())
     return json_response(data)
 
 
-@router.get("/teams/{team_id}/transfers/available-options", summary="Options of a source")
+@router.get(
+    "/teams/{team_id}/transfers/available-options",
+    **operation(
+        "getAvailableOptions",
+        "Options of a source",
+        returns=schemas.TransferOptionsResponse,
+        description="The source's settings and the choices a transfer has (a plain object).",
+        query=schemas.AvailableOptionsQuery,
+    ),
+)
 async def available_options(request: Request, team_id: TeamId) -> Response:
     """What a transfer from ``source_id`` into ``destination_id`` can be configured with."""
     source_id = request.query_params.get("source_id")
@@ -119,7 +195,16 @@ async def available_options(request: Request, team_id: TeamId) -> Response:
     return json_response(data)
 
 
-@router.get("/teams/{team_id}/transfers/{transfer_id}", summary="Get a transfer")
+@router.get(
+    "/teams/{team_id}/transfers/{transfer_id}",
+    **operation(
+        "getTransfer",
+        "Get a transfer",
+        returns=schemas.TransferConfigurationResponse,
+        description="The configuration (a plain object, not enveloped).",
+        errors=_NOT_FOUND,
+    ),
+)
 async def get_transfer(request: Request, team_id: TeamId, transfer_id: TransferId) -> Response:
     """TransferConfigurationResponse (plain object; credentials never included)."""
     data = await run_guarded(
@@ -131,7 +216,19 @@ async def get_transfer(request: Request, team_id: TeamId, transfer_id: TransferI
     return json_response(data)
 
 
-@router.put("/teams/{team_id}/transfers/{transfer_id}", summary="Update a transfer")
+@router.put(
+    "/teams/{team_id}/transfers/{transfer_id}",
+    **operation(
+        "updateTransfer",
+        "Update a transfer",
+        returns=schemas.TransferCreated,
+        description="The transfer's id and name (a plain object, not enveloped).",
+        body=schemas.TransferConfigurationRequest,
+        examples=_EXAMPLES,
+        errors={**_NOT_FOUND, 400: _INVALID},
+        links={"getTransfer": _transfer_links("$request.path.transfer_id")["getTransfer"]},
+    ),
+)
 async def update_transfer(request: Request, team_id: TeamId, transfer_id: TransferId) -> Response:
     """Full replacement; ``{transfer_id, transfer_name}`` (plain object)."""
     body = await _body(request)
@@ -147,7 +244,15 @@ async def update_transfer(request: Request, team_id: TeamId, transfer_id: Transf
 
 
 @router.delete(
-    "/teams/{team_id}/transfers/{transfer_id}", summary="Delete a transfer", status_code=204
+    "/teams/{team_id}/transfers/{transfer_id}",
+    **operation(
+        "deleteTransfer",
+        "Delete a transfer",
+        returns=None,
+        status=204,
+        description="Deleted (no body).",
+        errors=_NOT_FOUND,
+    ),
 )
 async def delete_transfer(request: Request, team_id: TeamId, transfer_id: TransferId) -> Response:
     """Soft delete (204): runs and backfills stay readable; incomplete backfills are cancelled."""
@@ -161,7 +266,19 @@ async def delete_transfer(request: Request, team_id: TeamId, transfer_id: Transf
     return Response(status_code=204)
 
 
-@router.put("/teams/{team_id}/transfers/{transfer_id}/state", summary="Pause or unpause")
+@router.put(
+    "/teams/{team_id}/transfers/{transfer_id}/state",
+    **operation(
+        "setTransferState",
+        "Pause or unpause",
+        returns=schemas.TransferStateResponse,
+        description="The new state (a plain object, not enveloped).",
+        body=schemas.TransferStateRequest,
+        examples={"pause": {"transfer_state": "pause"}, "unpause": {"transfer_state": "unpause"}},
+        errors=_NOT_FOUND,
+        links={"getTransfer": _transfer_links("$request.path.transfer_id")["getTransfer"]},
+    ),
+)
 async def set_transfer_state(
     request: Request, team_id: TeamId, transfer_id: TransferId
 ) -> Response:
@@ -177,7 +294,18 @@ async def set_transfer_state(
     return json_response(data)
 
 
-@router.post("/teams/{team_id}/transfers/{transfer_id}/validations", summary="Validate an update")
+@router.post(
+    "/teams/{team_id}/transfers/{transfer_id}/validations",
+    **operation(
+        "validateTransferUpdate",
+        "Validate an update",
+        returns=schemas.ValidationErrorsResponse,
+        description="Every problem of the change (a plain object, not enveloped).",
+        body=schemas.TransferConfigurationCandidate,
+        examples=_EXAMPLES,
+        errors=_NOT_FOUND,
+    ),
+)
 async def validate_update(request: Request, team_id: TeamId, transfer_id: TransferId) -> Response:
     """Like ``validations``, for a change to an existing transfer (404 if it does not exist)."""
     body = await _body(request)

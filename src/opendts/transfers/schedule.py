@@ -76,7 +76,9 @@ def parse(value: Any) -> tuple[list[Entry], list[tuple[str, str, str]]]:
         }
         if unknown:
             errors.append((f"{where}.{sorted(unknown)[0]}", "unknown", "unknown field"))
-        interval = item.get("run_interval") or "daily"
+        interval = item.get("run_interval")
+        if interval is None:
+            interval = "daily"
         if interval not in INTERVALS:
             errors.append(
                 (f"{where}.run_interval", "invalidValue", f"must be one of {', '.join(INTERVALS)}")
@@ -86,9 +88,10 @@ def parse(value: Any) -> tuple[list[Entry], list[tuple[str, str, str]]]:
         window = _int(item, "refresh_window", 1, MAX_REFRESH_WINDOW, where, errors)
         weekday = _int(item, "run_weekday", 1, 7, where, errors)
         day = _int(item, "run_day", 1, 31, where, errors)
-        if interval == "weekly" and weekday is None and "run_weekday" not in item:
+        # A null is missing; an invalid value was reported by _int already.
+        if interval == "weekly" and item.get("run_weekday") is None:
             errors.append((f"{where}.run_weekday", "isEmpty", "is required for weekly schedules"))
-        if interval == "monthly" and day is None and "run_day" not in item:
+        if interval == "monthly" and item.get("run_day") is None:
             errors.append((f"{where}.run_day", "isEmpty", "is required for monthly schedules"))
         entries.append(Entry(interval, hour or 0, window or 1, weekday, day))
     return entries, errors
