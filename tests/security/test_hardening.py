@@ -1,0 +1,172 @@
+"""The front of the server (issue 11, §5): what a client can send, and what it gets back.
+
+Each test reproduces a finding of the issue against the HTTP API, on SQLite and PostgreSQL
+metadata where the database matters, and fails on the code before the hardening.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from starlette.testclient import TestClient
+
+from opendts.destinations.models import Destination
+from opendts.kit.db import Database
+from opendts.kit.errors import InvalidParameter
+from opendts.kit.requests import MAX_JSON_DEPTH, MAX_JSON_STRING, check_json_value
+from opendts.transfers.models import Transfer
+from tests.api.support import error_of
+from tests.factories import Account
+
+JSON = {"Content-Type": "application/json"}
+
+
+def make_destination(client: TestClient, account: Account) -> int:
+    body = {"type": "duckdb", "display_name": "Warehouse", "fields": {"path": "w.duckdb"}}
+    response = client.post(
+        f"/v1/teams/{account.team_id}/destinations", json=body, headers=account.headers
+    )
+    assert response.status_code == 201, response.text
+    destination_id: int = response.json()["data"]["id"]
+    return destination_id
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def http_transfer(destination_id: int, body_json: str) -> str:
+    """A transfer of the ``http`` source whose request body holds ``body_json`` (raw JSON)."""
+    head = (
+        f'{{"data_source_id": "http", "destination_id": {destination_id}, "display_name": "Ads", '
+        '"source_config": {"url": "https://api.example.com/ads?day={date}", "method": "POST", '
+    )
+    return head + '"body": {"filter": ' + body_json + "}}}"
+
+
+def count(db: Database, model: type[Any]) -> int:
+    with db.session() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+# --- Bad JSON is 400, never 500 or 503 ------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [900, 10_000])
+def test_deeply_nested_json_is_400_naming_the_limit(
+    client: TestClient, db: Database, account: Account, depth: int
+) -> None:
+    destination_id = make_destination(client, account)
+    before = count(db, Transfer)
+    for url in (
+        f"/v1/teams/{account.team_id}/transfers",
+        f"/v1/teams/{account.team_id}/transfers/validations",
+    ):
+        response = client.post(
+            url,
+            content=http_transfer(destination_id, nested(depth)),
+            headers={**account.headers, **JSON},
+        )
+        error = error_of(response, 400, "INVALID_PARAMETER")
+        assert f"more than {MAX_JSON_DEPTH} levels deep" in error["description"]
+    assert count(db, Transfer) == before
+
+
+def test_nesting_up_to_the_limit_is_accepted(
+    client: TestClient, db: Database, account: Account
+) -> None:
+    destination_id = make_destination(client, account)
+    # The body object is level 1, source_config 2, body 3, filter's array 4.
+    body = http_transfer(destination_id, nested(MAX_JSON_DEPTH - 3))
+    response = client.post(
+        f"/v1/teams/{account.team_id}/transfers", content=body, headers={**account.headers, **JSON}
+    )
+    assert response.status_code == 201, response.text
+    deeper = http_transfer(destination_id, nested(MAX_JSON_DEPTH - 2))
+    refused = client.post(
+        f"/v1/teams/{account.team_id}/transfers",
+        content=deeper,
+        headers={**account.headers, **JSON},
+    )
+    description = error_of(refused, 400, "INVALID_PARAMETER")["description"]
+    assert "'source_config.body.filter[0]" in description
+
+
+def test_the_rule_checks_values_without_recursion() -> None:
+    value: Any = []
+    for _ in range(100_000):  # far deeper than Python's recursion limit
+        value = [value]
+    with pytest.raises(InvalidParameter, match="levels deep"):
+        check_json_value({"a": value})
+    check_json_value({"a": [[{"b": "c"}]], "n": 1, "x": None, "t": True})
+
+
+def test_nul_characters_are_400_on_both_databases_and_nothing_is_stored(
+    client: TestClient, db: Database, account: Account, caplog: pytest.LogCaptureFixture
+) -> None:
+    destination_id = make_destination(client, account)
+    team = account.team_id
+    transfers, destinations = count(db, Transfer), count(db, Destination)
+    attempts: list[tuple[str, dict[str, Any], str]] = [
+        (
+            f"/v1/teams/{team}/transfers",
+            {"data_source_id": "demo", "destination_id": destination_id, "display_name": "a\0b"},
+            "'display_name'",
+        ),
+        (
+            f"/v1/teams/{team}/transfers",
+            {
+                "data_source_id": "demo",
+                "destination_id": destination_id,
+                "display_name": "Ads",
+                "accounts": [{"account_id": "acc\0"}],
+            },
+            "'accounts[0].account_id'",
+        ),
+        (
+            f"/v1/teams/{team}/destinations",
+            {"type": "duckdb", "display_name": "W\0", "fields": {"path": "w.duckdb"}},
+            "'display_name'",
+        ),
+        (
+            f"/v1/teams/{team}/destinations",
+            {"type": "duckdb", "display_name": "W", "fields": {"pa\0th": "w.duckdb"}},
+            "'fields.pa?th'",
+        ),
+        (
+            f"/v1/teams/{team}/transfers/{account.transfer_id}/backfills",
+            {"range_start": "2024-01-01", "range_end": "2024-01-01", "note\0": 1},
+            "'note?'",
+        ),
+    ]
+    with caplog.at_level(logging.INFO):
+        for url, body, field in attempts:
+            error = error_of(client.post(url, json=body, headers=account.headers), 400)
+            assert error["code"] == "INVALID_PARAMETER"
+            assert "NUL character" in error["description"] and field in error["description"]
+        signed_in = client.post("/ui/session", json={"api_key": "odts_\0"})
+        assert "NUL character" in error_of(signed_in, 400)["description"]
+    assert (count(db, Transfer), count(db, Destination)) == (transfers, destinations)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_very_long_strings_are_400_naming_the_limit(
+    client: TestClient, db: Database, account: Account
+) -> None:
+    destination_id = make_destination(client, account)
+    before = count(db, Transfer)
+    body = {
+        "data_source_id": "demo",
+        "destination_id": destination_id,
+        "display_name": "Ads",
+        "accounts": [{"account_id": "a" * (MAX_JSON_STRING + 1)}],
+    }
+    response = client.post(
+        f"/v1/teams/{account.team_id}/transfers", json=body, headers=account.headers
+    )
+    description = error_of(response, 400, "INVALID_PARAMETER")["description"]
+    assert "'accounts[0].account_id'" in description and str(MAX_JSON_STRING) in description
+    assert count(db, Transfer) == before
