@@ -7,12 +7,16 @@ metadata where the database matters, and fails on the code before the hardening.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from fastapi import FastAPI
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.testclient import TestClient
 
+from opendts.api.context import Runtime
 from opendts.destinations.models import Destination
 from opendts.kit.db import Database
 from opendts.kit.errors import InvalidParameter
@@ -170,3 +174,42 @@ def test_very_long_strings_are_400_naming_the_limit(
     description = error_of(response, 400, "INVALID_PARAMETER")["description"]
     assert "'accounts[0].account_id'" in description and str(MAX_JSON_STRING) in description
     assert count(db, Transfer) == before
+
+
+# --- SQL parameters never reach the log -------------------------------------------------------
+
+SECRET = "s3cret-parameter-value-never-logged"
+
+
+def test_a_failing_statement_logs_no_parameters(
+    app: FastAPI, client: TestClient, account: Account, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime: Runtime = app.state.runtime
+
+    def failing_write() -> None:
+        # A duplicate primary key: the statement fails with a secret among its parameters.
+        with runtime.db.session(write=True) as session:
+            session.execute(
+                text("INSERT INTO teams (id, name, created_at) VALUES (:id, :name, :at)"),
+                {"id": account.team_id, "name": SECRET, "at": datetime.now(UTC)},
+            )
+
+    app.add_api_route("/test-failing-statement", failing_write, methods=["POST"])
+    with caplog.at_level(logging.DEBUG):
+        response = client.post("/test-failing-statement")
+    assert response.status_code in (500, 503)
+    logged = "\n".join(
+        record.getMessage()
+        + (logging.Formatter().formatException(record.exc_info) if record.exc_info else "")
+        for record in caplog.records
+    )
+    assert "INSERT INTO teams" in logged  # the failure is logged...
+    assert SECRET not in logged  # ...without its parameters
+    assert SECRET not in response.text
+
+
+def test_every_engine_hides_parameters(db: Database) -> None:
+    assert db.engine.hide_parameters and db.write_engine.hide_parameters
+    with pytest.raises(SQLAlchemyError) as failure, db.session(write=True) as session:
+        session.execute(text("SELECT * FROM no_such_table WHERE name = :name"), {"name": SECRET})
+    assert SECRET not in str(failure.value)

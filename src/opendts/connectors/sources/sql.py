@@ -163,7 +163,9 @@ class SqlSource:
             connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
         # One engine per read, without a pool: nothing stays open between dates.
         try:
-            engine: Engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+            engine: Engine = create_engine(
+                url, poolclass=NullPool, connect_args=connect_args, hide_parameters=True
+            )
         except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as exc:
             raise TerminalRunError(f"Cannot use the URL {shown}: {_message(exc, secret)}") from None
         statement = text(settings.query).bindparams(bindparam("date", type_=Date()))
