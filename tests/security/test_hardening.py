@@ -7,9 +7,11 @@ metadata where the database matters, and fails on the code before the hardening.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select, text
@@ -17,11 +19,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.testclient import TestClient
 
 from opendts.api.context import Runtime
+from opendts.api.headers import API_POLICY, policy_for
 from opendts.destinations.models import Destination
 from opendts.kit.db import Database
 from opendts.kit.errors import InvalidParameter
 from opendts.kit.requests import MAX_JSON_DEPTH, MAX_JSON_STRING, check_json_value
 from opendts.transfers.models import Transfer
+from opendts.web.session import STATIC
 from tests.api.support import error_of
 from tests.factories import Account
 
@@ -213,3 +217,66 @@ def test_every_engine_hides_parameters(db: Database) -> None:
     with pytest.raises(SQLAlchemyError) as failure, db.session(write=True) as session:
         session.execute(text("SELECT * FROM no_such_table WHERE name = :name"), {"name": SECRET})
     assert SECRET not in str(failure.value)
+
+
+# --- Security headers ---------------------------------------------------------------------
+
+
+def directives(policy: str) -> dict[str, str]:
+    parts = (part.strip().split(" ", 1) for part in policy.split(";") if part.strip())
+    return {name: (rest[0] if rest else "") for name, *rest in parts}
+
+
+def assert_common_headers(response: httpx.Response) -> dict[str, str]:
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    policy = directives(response.headers["Content-Security-Policy"])
+    assert policy["frame-ancestors"] == "'none'" and policy["object-src"] == "'none'"
+    return policy
+
+
+def test_the_dashboard_runs_only_its_own_files(client: TestClient) -> None:
+    for path in ("/", "/static/app.js", "/static/app.css", "/ui/session"):
+        policy = assert_common_headers(client.get(path))
+        assert policy["default-src"] == "'self'"
+        assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'", path
+        assert "unsafe" not in str(policy), path
+
+
+def test_the_dashboard_page_has_no_inline_script_or_style() -> None:
+    page = (STATIC / "index.html").read_text()
+    scripts = re.findall(r"<script\b[^>]*>", page)
+    assert scripts and all(re.search(r'\bsrc="/static/[^"]+"', tag) for tag in scripts)
+    assert "<style" not in page and not re.search(r"\sstyle=", page)
+    assert not re.search(r"\son[a-z]+=", page)  # no inline event handlers
+    script = (STATIC / "app.js").read_text()
+    assert "innerHTML" not in script and "eval(" not in script
+    assert not re.search(r'setAttribute\(\s*"style"|"style":|\bstyle:', script)
+
+
+def test_api_answers_are_never_rendered_or_framed(client: TestClient, account: Account) -> None:
+    responses = [
+        client.get(f"/v1/teams/{account.team_id}/backfills", headers=account.headers),
+        client.get(f"/v1/teams/{account.team_id}/backfills"),  # 401
+        client.get("/v1/no-such-route"),  # 404
+        client.post(
+            f"/v1/teams/{account.team_id}/transfers/{account.transfer_id}/backfills",
+            content=b"x" * 100_000,
+            headers={**account.headers, **JSON},
+        ),  # 413, answered by the envelope middleware itself
+        client.get("/healthz"),
+        client.get("/metrics"),
+    ]
+    assert [r.status_code for r in responses] == [200, 401, 404, 413, 200, 200]
+    for response in responses:
+        assert assert_common_headers(response)["default-src"] == "'none'"
+
+
+def test_the_api_reference_page_may_load_swagger_ui_from_this_server() -> None:
+    policy = directives(policy_for("/docs"))
+    assert policy["script-src"] == "'self'"  # its files, never a CDN, never inline
+    assert policy["style-src"] == "'self' 'unsafe-inline'" and "data:" in policy["img-src"]
+    assert policy["frame-ancestors"] == "'none'"
+    assert policy_for("/docs/swagger-ui.css") == policy_for("/docs")
+    assert policy_for("/docsx") == API_POLICY and policy_for("/v1/openapi.json") == API_POLICY

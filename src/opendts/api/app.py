@@ -16,6 +16,7 @@ from starlette.responses import Response
 from opendts import __version__
 from opendts.api import errors
 from opendts.api.context import Runtime
+from opendts.api.headers import SecurityHeadersMiddleware
 from opendts.api.middleware import EnvelopeMiddleware
 from opendts.backfills.endpoints import router as backfills_router
 from opendts.connectors import paths
@@ -139,4 +140,6 @@ def create_app(
     app.add_middleware(
         EnvelopeMiddleware, max_body_bytes=settings.max_request_bytes, metrics=api_metrics
     )
+    # Outermost, so the envelope's own answers (413, last-resort 500) carry the headers too.
+    app.add_middleware(SecurityHeadersMiddleware)
     return app
