@@ -27,6 +27,17 @@ class Settings(BaseSettings):
     max_backfill_days: int = Field(default=3660, ge=1)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
 
+    # The front of the server (docs/security.md, "Hardening").
+    ui_session_idle_minutes: int = Field(
+        default=60, ge=1, le=7 * 24 * 60, description="A dashboard session unused this long ends."
+    )
+    ui_session_max_hours: int = Field(
+        default=12,
+        ge=1,
+        le=30 * 24,
+        description="A dashboard session ends this long after sign-in.",
+    )
+
     secret_key: str | None = Field(
         default=None,
         description="Key that encrypts stored credentials (Fernet); generated into the data "

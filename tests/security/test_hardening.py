@@ -280,3 +280,25 @@ def test_the_api_reference_page_may_load_swagger_ui_from_this_server() -> None:
     assert policy["frame-ancestors"] == "'none'"
     assert policy_for("/docs/swagger-ui.css") == policy_for("/docs")
     assert policy_for("/docsx") == API_POLICY and policy_for("/v1/openapi.json") == API_POLICY
+
+
+# --- Dashboard sessions -----------------------------------------------------------------------
+
+
+def test_the_dashboard_cookie_is_not_the_key_and_sign_out_ends_it(
+    client: TestClient, account: Account
+) -> None:
+    signed_in = client.post("/ui/session", json={"api_key": account.api_key})
+    assert signed_in.status_code == 200
+    cookie = client.cookies.get("opendts_session")
+    assert cookie and account.api_key.rsplit("_", 1)[1] not in cookie  # never the key
+    url = f"/v1/teams/{account.team_id}/backfills"
+    assert client.get(url).status_code == 200
+    assert client.delete("/ui/session").status_code == 204
+    # A copy of the cookie taken before sign-out (a stolen one) no longer opens anything.
+    client.cookies.set("opendts_session", cookie)
+    assert client.get(url).status_code == 401
+    assert client.get("/ui/session").status_code == 401
+    # And the raw key, planted as the cookie, never did.
+    client.cookies.set("opendts_session", account.api_key)
+    assert client.get(url).status_code == 401

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Path, Request
@@ -14,7 +15,10 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from opendts.auth.permissions import Access
-from opendts.auth.service import Principal, authenticate, authorize
+from opendts.auth.service import Principal, authenticate, authenticate_ui_session, authorize
+from opendts.auth.sessions import SessionPolicy
+from opendts.auth.sessions import touch as touch_ui_session
+from opendts.kit.clock import utcnow
 from opendts.kit.db import Database
 from opendts.kit.errors import TooManyRequests
 from opendts.kit.ratelimit import RateLimiter
@@ -78,22 +82,54 @@ def request_id(request: Request) -> str:
     return value
 
 
-#: The dashboard's session cookie: the API key, HttpOnly, SameSite=Strict.
+#: The dashboard's session cookie: a random session id (``auth.sessions``), HttpOnly,
+#: SameSite=Strict; never the API key.
 SESSION_COOKIE = "opendts_session"
 #: Writes authenticated by the cookie must carry this header (a cross-site form cannot).
 UI_HEADER = "x-opendts-ui"
 
 
-def authorization_of(request: Request) -> str | None:
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a request presents: an ``Authorization`` header, or a dashboard session id."""
+
+    authorization: str | None = None
+    ui_session: str | None = None
+
+
+def credentials_of(request: Request) -> Credentials:
     """The request's credentials: the ``Authorization`` header, else the dashboard's cookie
     (for reads, or for writes that carry ``X-Opendts-UI: 1``)."""
     header = request.headers.get("authorization")
     if header:
-        return header
-    key = request.cookies.get(SESSION_COOKIE)
-    if key and (request.method in ("GET", "HEAD") or request.headers.get(UI_HEADER) == "1"):
-        return f"Bearer {key}"
-    return None
+        return Credentials(authorization=header)
+    token = request.cookies.get(SESSION_COOKIE)
+    if token and (request.method in ("GET", "HEAD") or request.headers.get(UI_HEADER) == "1"):
+        return Credentials(ui_session=token)
+    return Credentials()
+
+
+def session_policy(settings: Settings) -> SessionPolicy:
+    """The dashboard sessions' lifetimes, from the settings."""
+    return SessionPolicy(
+        idle=timedelta(minutes=settings.ui_session_idle_minutes),
+        lifetime=timedelta(hours=settings.ui_session_max_hours),
+    )
+
+
+def authenticate_credentials(rt: Runtime, session: Session, credentials: Credentials) -> Principal:
+    """The principal behind ``credentials``, or 401. A dashboard session's use is recorded
+    (in its own short write scope, at most once a minute)."""
+    if credentials.ui_session is None:
+        return authenticate(session, credentials.authorization)
+    now = utcnow()
+    principal, stale = authenticate_ui_session(
+        session, credentials.ui_session, session_policy(rt.settings), now
+    )
+    if stale is not None:
+        with rt.db.session(write=True) as write_session:
+            touch_ui_session(write_session, stale, now)
+    return principal
 
 
 @contextmanager
@@ -107,7 +143,7 @@ def guarded(
     """
     rt = runtime(request)
     with rt.db.session() as session:
-        principal = authenticate(session, authorization_of(request))
+        principal = authenticate_credentials(rt, session, credentials_of(request))
         rate = rt.limiter.hit(principal.key_lookup_id)
         request.state.rate_limit = rate
         if not rate.allowed:
@@ -146,6 +182,8 @@ async def run_guarded(
             return work(ctx)
 
     rt = runtime(request)
-    if not write and rt.db.dialect == "sqlite" and rt.limiter.local:
+    # A dashboard session may record its use (a write): off the event loop.
+    by_key = credentials_of(request).ui_session is None
+    if not write and by_key and rt.db.dialect == "sqlite" and rt.limiter.local:
         return call()
     return await run_in_threadpool(call)

@@ -17,13 +17,14 @@ from opendts.api.context import (
     Guarded,
     TeamId,
     TransferId,
-    authorization_of,
+    authenticate_credentials,
+    credentials_of,
     request_id,
     run_guarded,
     runtime,
 )
 from opendts.auth.permissions import Access
-from opendts.auth.service import authenticate, authorize
+from opendts.auth.service import authorize
 from opendts.backfills import schemas, service
 from opendts.kit.envelope import data_response, raw_data_response
 from opendts.kit.errors import ApiError
@@ -192,7 +193,7 @@ async def backfill_events(request: Request, team_id: TeamId, backfill_id: Backfi
     revoked key ends the stream. Comment lines keep idle connections open.
     """
     rt = runtime(request)
-    authorization = authorization_of(request)
+    credentials = credentials_of(request)
     first = await run_guarded(
         request,
         team_id,
@@ -203,11 +204,11 @@ async def backfill_events(request: Request, team_id: TeamId, backfill_id: Backfi
     def look() -> dict[str, Any] | None:
         try:
             with rt.db.session() as session:
-                principal = authenticate(session, authorization)
+                principal = authenticate_credentials(rt, session, credentials)
                 authorize(principal, team_id, Access.READ)
                 return service.wire(session, service.get(session, team_id, backfill_id))
         except ApiError:
-            return None  # revoked key, lost membership: the stream ends
+            return None  # revoked key, ended session, lost membership: the stream ends
 
     async def stream() -> AsyncIterator[bytes]:
         data: dict[str, Any] | None = first

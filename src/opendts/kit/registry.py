@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from opendts.auth import models as auth_models
+from opendts.auth import sessions as ui_session_models
 from opendts.backfills import models as backfill_models
 from opendts.destinations import models as destination_models
 from opendts.kit.db import Base
@@ -17,5 +18,6 @@ MODEL_MODULES = (
     transfer_models,
     backfill_models,
     run_models,
+    ui_session_models,
 )
 metadata = Base.metadata
