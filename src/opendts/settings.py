@@ -37,6 +37,15 @@ class Settings(BaseSettings):
         le=30 * 24,
         description="A dashboard session ends this long after sign-in.",
     )
+    failed_auth_per_minute: int = Field(
+        default=30,
+        ge=1,
+        description="Failed authentications (unknown or revoked keys, ended sessions) one client "
+        "address may make a minute; past it, 429.",
+    )
+    sign_ins_per_minute: int = Field(
+        default=10, ge=1, description="Dashboard sign-ins one client address may try a minute."
+    )
 
     secret_key: str | None = Field(
         default=None,

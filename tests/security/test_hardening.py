@@ -8,26 +8,32 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+import redis
 from fastapi import FastAPI
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.testclient import TestClient
 
+from opendts.api.app import create_app
 from opendts.api.context import Runtime
 from opendts.api.headers import API_POLICY, policy_for
 from opendts.destinations.models import Destination
 from opendts.kit.db import Database
 from opendts.kit.errors import InvalidParameter
 from opendts.kit.requests import MAX_JSON_DEPTH, MAX_JSON_STRING, check_json_value
+from opendts.settings import Settings
 from opendts.transfers.models import Transfer
 from opendts.web.session import STATIC
 from tests.api.support import error_of
-from tests.factories import Account
+from tests.databases import ON_CI
+from tests.factories import Account, make_account, revoke
+from tests.kit.test_ratelimit import REDIS_URL
 
 JSON = {"Content-Type": "application/json"}
 
@@ -302,3 +308,89 @@ def test_the_dashboard_cookie_is_not_the_key_and_sign_out_ends_it(
     # And the raw key, planted as the cookie, never did.
     client.cookies.set("opendts_session", account.api_key)
     assert client.get(url).status_code == 401
+
+
+# --- Rate limits for the unauthenticated ----------------------------------------------------
+
+
+def from_address(app: FastAPI, address: str) -> TestClient:
+    return TestClient(app, client=(address, 40000), raise_server_exceptions=False)
+
+
+def limited_app(settings: Settings, db: Database, **overrides: object) -> FastAPI:
+    return create_app(settings.model_copy(update=overrides), db)
+
+
+def test_bad_and_revoked_keys_are_rate_limited_per_client_address(
+    settings: Settings, db: Database, account: Account
+) -> None:
+    app = limited_app(settings, db, failed_auth_per_minute=3)
+    attacker, neighbour = from_address(app, "203.0.113.7"), from_address(app, "203.0.113.8")
+    url = f"/v1/teams/{account.team_id}/backfills"
+    revoked = make_account(db, team_id=account.team_id, transfer_id=account.transfer_id)
+    revoke(db, revoked.key_id)
+    forged = {"Authorization": f"Bearer odts_{'A' * 12}_{'B' * 43}"}
+    attempts = [forged, revoked.headers, {"Authorization": "Bearer nonsense"}]
+    assert [attacker.get(url, headers=h).status_code for h in attempts] == [401, 401, 401]
+    refused = attacker.get(url, headers=forged)
+    error = error_of(refused, 429, "TOO_MANY_REQUESTS")  # the envelope, with Retry-After
+    assert "failed authentications" in error["description"] and "3 a minute" in error["description"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    # Writes are refused the same way, before any body is looked at.
+    created = attacker.post(
+        f"/v1/teams/{account.team_id}/transfers/{account.transfer_id}/backfills",
+        json={"range_start": "2024-01-01", "range_end": "2024-01-01"},
+        headers=forged,
+    )
+    assert created.status_code == 429
+    # A valid key from the same address keeps its own per-key budget...
+    ok = attacker.get(url, headers=account.headers)
+    assert ok.status_code == 200 and ok.headers["X-RateLimit-Limit"] == "5000"
+    # ...and another address is not punished for this one.
+    assert neighbour.get(url, headers=forged).status_code == 401
+
+
+def test_requests_without_credentials_are_no_failed_attempts(
+    settings: Settings, db: Database, account: Account
+) -> None:
+    client = from_address(limited_app(settings, db, failed_auth_per_minute=2), "203.0.113.9")
+    url = f"/v1/teams/{account.team_id}/backfills"
+    assert {client.get(url).status_code for _ in range(5)} == {401}
+
+
+def test_dashboard_sign_ins_are_rate_limited_per_client_address(
+    settings: Settings, db: Database, account: Account
+) -> None:
+    app = limited_app(settings, db, sign_ins_per_minute=3)
+    browser = from_address(app, "198.51.100.4")
+    statuses = [
+        browser.post("/ui/session", json={"api_key": key}).status_code
+        for key in ("odts_wrong", account.api_key, "odts_wrong_again")
+    ]
+    assert statuses == [401, 200, 401]
+    refused = browser.post("/ui/session", json={"api_key": account.api_key})
+    error = error_of(refused, 429, "TOO_MANY_REQUESTS")
+    assert "sign-ins" in error["description"] and "set-cookie" not in refused.headers
+    other = from_address(app, "198.51.100.5")
+    assert other.post("/ui/session", json={"api_key": account.api_key}).status_code == 200
+
+
+def test_failed_authentications_are_counted_across_api_processes_with_redis(
+    settings: Settings, db: Database, account: Account
+) -> None:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        message = f"Redis at {REDIS_URL} unreachable: {exc}"
+        if ON_CI:
+            pytest.fail(f"{message} (CI=true: must run)", pytrace=False)
+        pytest.skip(message)
+    # A fresh address per run: counters in Redis outlive the test.
+    address = f"192.0.2.{uuid.uuid4().int % 250 + 1}-{uuid.uuid4().hex[:8]}"
+    overrides = {"rate_limit_storage_url": REDIS_URL, "failed_auth_per_minute": 2}
+    first = from_address(limited_app(settings, db, **overrides), address)
+    second = from_address(limited_app(settings, db, **overrides), address)
+    url = f"/v1/teams/{account.team_id}/backfills"
+    forged = {"Authorization": "Bearer odts_forged"}
+    statuses = [c.get(url, headers=forged).status_code for c in (first, second, first)]
+    assert statuses == [401, 401, 429]

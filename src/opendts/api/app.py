@@ -103,11 +103,14 @@ def create_app(
         redoc_url=None,
         redirect_slashes=False,
     )
+    limiter = RateLimiter(settings.rate_limit_per_hour, settings.rate_limit_storage_url)
     app.state.runtime = Runtime(
         settings=settings,
         db=database,
-        limiter=RateLimiter(settings.rate_limit_per_hour, settings.rate_limit_storage_url),
+        limiter=limiter,
         wake=wake or (lambda: None),
+        failed_auth=limiter.per_minute(settings.failed_auth_per_minute, "failed-auth"),
+        sign_ins=limiter.per_minute(settings.sign_ins_per_minute, "sign-in"),
     )
     registry, api_metrics = metrics.api_registry(database)
     app.state.metrics_registry = registry

@@ -20,7 +20,7 @@ from opendts.auth.sessions import SessionPolicy
 from opendts.auth.sessions import touch as touch_ui_session
 from opendts.kit.clock import utcnow
 from opendts.kit.db import Database
-from opendts.kit.errors import TooManyRequests
+from opendts.kit.errors import TooManyRequests, Unauthorized
 from opendts.kit.ratelimit import RateLimiter
 from opendts.settings import Settings
 
@@ -60,6 +60,10 @@ class Runtime:
     limiter: RateLimiter
     #: Tells this process's engine (if any) that there is new work: the in-process wake-up.
     wake: Callable[[], None] = lambda: None
+    #: Failed authentications per client address (``None``: not limited).
+    failed_auth: RateLimiter | None = None
+    #: Dashboard sign-ins per client address (``None``: not limited).
+    sign_ins: RateLimiter | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,22 +95,50 @@ UI_HEADER = "x-opendts-ui"
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """What a request presents: an ``Authorization`` header, or a dashboard session id."""
+    """What a request presents (an ``Authorization`` header, or a dashboard session id) and
+    from which client address."""
 
     authorization: str | None = None
     ui_session: str | None = None
+    client: str = "unknown"
+
+    @property
+    def presented(self) -> bool:
+        """Whether there is anything to check (a request without credentials is no attempt)."""
+        return self.authorization is not None or self.ui_session is not None
+
+
+def client_address(request: Request) -> str:
+    """The caller's address (uvicorn takes it from ``X-Forwarded-For`` when the proxy is
+    trusted: ``FORWARDED_ALLOW_IPS``)."""
+    return request.client.host if request.client is not None else "unknown"
 
 
 def credentials_of(request: Request) -> Credentials:
     """The request's credentials: the ``Authorization`` header, else the dashboard's cookie
     (for reads, or for writes that carry ``X-Opendts-UI: 1``)."""
+    client = client_address(request)
     header = request.headers.get("authorization")
     if header:
-        return Credentials(authorization=header)
+        return Credentials(authorization=header, client=client)
     token = request.cookies.get(SESSION_COOKIE)
     if token and (request.method in ("GET", "HEAD") or request.headers.get(UI_HEADER) == "1"):
-        return Credentials(ui_session=token)
-    return Credentials()
+        return Credentials(ui_session=token, client=client)
+    return Credentials(client=client)
+
+
+def spend(limiter: RateLimiter | None, address: str, what: str) -> None:
+    """Spend one attempt of ``address``'s budget on ``limiter``, or raise 429 (enveloped, with
+    ``Retry-After``) once it is used up."""
+    if limiter is None:
+        return
+    state = limiter.hit(address)
+    if not state.allowed:
+        raise TooManyRequests(
+            f"Too many {what} from your address ({state.limit} a minute). "
+            f"Retry after {state.retry_after} seconds.",
+            headers={"Retry-After": str(state.retry_after)},
+        )
 
 
 def session_policy(settings: Settings) -> SessionPolicy:
@@ -118,8 +150,18 @@ def session_policy(settings: Settings) -> SessionPolicy:
 
 
 def authenticate_credentials(rt: Runtime, session: Session, credentials: Credentials) -> Principal:
-    """The principal behind ``credentials``, or 401. A dashboard session's use is recorded
-    (in its own short write scope, at most once a minute)."""
+    """The principal behind ``credentials``, or 401; 429 instead once the client address has
+    failed too often (a valid key still passes: it has its own budget). A dashboard session's
+    use is recorded (in its own short write scope, at most once a minute)."""
+    try:
+        return _authenticate(rt, session, credentials)
+    except Unauthorized:
+        if credentials.presented:
+            spend(rt.failed_auth, credentials.client, "failed authentications")
+        raise
+
+
+def _authenticate(rt: Runtime, session: Session, credentials: Credentials) -> Principal:
     if credentials.ui_session is None:
         return authenticate(session, credentials.authorization)
     now = utcnow()

@@ -23,8 +23,10 @@ from opendts.api.context import (
     SESSION_COOKIE,
     Credentials,
     authenticate_credentials,
+    client_address,
     runtime,
     session_policy,
+    spend,
 )
 from opendts.auth import sessions
 from opendts.auth.service import Principal
@@ -94,7 +96,9 @@ async def sign_in(request: Request) -> Response:
     key = payload.get("api_key")
     if not isinstance(key, str) or not key.strip():
         raise InvalidParameter("'api_key' is required: the key opendts printed for you.")
-    credentials = Credentials(authorization=f"Bearer {key.strip()}")
+    address = client_address(request)
+    await run_in_threadpool(spend, runtime(request).sign_ins, address, "sign-ins")
+    credentials = Credentials(authorization=f"Bearer {key.strip()}", client=address)
     principal, data = await run_in_threadpool(_teams, request, credentials)
     if not data["teams"]:
         # A valid key that opens no team: no session, and a reason instead of an empty page.
@@ -119,8 +123,9 @@ async def current_session(request: Request) -> Response:
     token = request.cookies.get(SESSION_COOKIE)
     if token is None:
         raise Unauthorized("Not signed in: sign in with an API key.", code="UNAUTHORIZED")
+    credentials = Credentials(ui_session=token, client=client_address(request))
     try:
-        _, data = await run_in_threadpool(_teams, request, Credentials(ui_session=token))
+        _, data = await run_in_threadpool(_teams, request, credentials)
     except ApiError as error:
         if error.status_code != 401:
             raise
