@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     sign_ins_per_minute: int = Field(
         default=10, ge=1, description="Dashboard sign-ins one client address may try a minute."
     )
+    max_event_streams_per_key: int = Field(
+        default=5, ge=1, description="Live-event streams one API key may hold open at once."
+    )
 
     secret_key: str | None = Field(
         default=None,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from datetime import UTC, datetime
+from contextlib import ExitStack
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -32,7 +33,7 @@ from opendts.transfers.models import Transfer
 from opendts.web.session import STATIC
 from tests.api.support import error_of
 from tests.databases import ON_CI
-from tests.factories import Account, make_account, revoke
+from tests.factories import Account, make_account, make_backfill, revoke
 from tests.kit.test_ratelimit import REDIS_URL
 
 JSON = {"Content-Type": "application/json"}
@@ -394,3 +395,33 @@ def test_failed_authentications_are_counted_across_api_processes_with_redis(
     forged = {"Authorization": "Bearer odts_forged"}
     statuses = [c.get(url, headers=forged).status_code for c in (first, second, first)]
     assert statuses == [401, 401, 429]
+
+
+# --- Live-event streams are capped per key ------------------------------------------------
+
+
+def test_live_event_streams_are_capped_per_key(
+    settings: Settings, db: Database, account: Account
+) -> None:
+    app = limited_app(settings, db, max_event_streams_per_key=2)
+    backfill = make_backfill(db, account, date(2024, 1, 1), date(2024, 1, 3))  # never runs
+    url = f"/v1/teams/{account.team_id}/backfills/{backfill.id}/events"
+    with TestClient(app, raise_server_exceptions=False) as client, ExitStack() as streams:
+        for _ in range(2):
+            response = streams.enter_context(client.stream("GET", url, headers=account.headers))
+            assert response.status_code == 200
+            assert next(response.iter_lines()).startswith("id: ")  # the stream is live
+        with client.stream("GET", url, headers=account.headers) as refused:
+            assert refused.status_code == 429  # (before reading: a stream would never end)
+            refused.read()
+        error = error_of(refused, 429, "TOO_MANY_STREAMS")
+        assert "2 live-event streams open" in error["description"]
+        assert refused.headers["Retry-After"].isdigit()
+        # Another key of the same team has its own places.
+        other = make_account(db, team_id=account.team_id, transfer_id=account.transfer_id)
+        with client.stream("GET", url, headers=other.headers) as theirs:
+            assert theirs.status_code == 200
+        # Closing a stream frees its place.
+        streams.close()
+        with client.stream("GET", url, headers=account.headers) as again:
+            assert again.status_code == 200

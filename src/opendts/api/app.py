@@ -26,6 +26,7 @@ from opendts.kit.db import Database
 from opendts.kit.envelope import error_body, json_response
 from opendts.kit.errors import ServiceUnavailable
 from opendts.kit.ratelimit import RateLimiter
+from opendts.kit.streams import StreamSlots
 from opendts.runs.endpoints import router as runs_router
 from opendts.settings import Settings
 from opendts.transfers.endpoints import router as transfers_router
@@ -111,6 +112,7 @@ def create_app(
         wake=wake or (lambda: None),
         failed_auth=limiter.per_minute(settings.failed_auth_per_minute, "failed-auth"),
         sign_ins=limiter.per_minute(settings.sign_ins_per_minute, "sign-in"),
+        streams=StreamSlots(settings.max_event_streams_per_key),
     )
     registry, api_metrics = metrics.api_registry(database)
     app.state.metrics_registry = registry

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -22,6 +22,7 @@ from opendts.kit.clock import utcnow
 from opendts.kit.db import Database
 from opendts.kit.errors import TooManyRequests, Unauthorized
 from opendts.kit.ratelimit import RateLimiter
+from opendts.kit.streams import StreamSlots
 from opendts.settings import Settings
 
 MAX_ID = 9223372036854775807
@@ -64,6 +65,8 @@ class Runtime:
     failed_auth: RateLimiter | None = None
     #: Dashboard sign-ins per client address (``None``: not limited).
     sign_ins: RateLimiter | None = None
+    #: Open live-event streams per API key.
+    streams: StreamSlots = field(default_factory=lambda: StreamSlots(5))
 
 
 @dataclass(frozen=True, slots=True)
