@@ -25,6 +25,12 @@ class Settings(BaseSettings):
         default="memory://", description="limits storage URI, e.g. redis://127.0.0.1:6379/0."
     )
     max_backfill_days: int = Field(default=3660, ge=1)
+    max_queued_runs_per_team: int = Field(
+        default=100_000,
+        ge=1,
+        description="Runs of one team that may wait or execute at once; a backfill that would "
+        "pass it is refused (422 QUEUED_RUNS_QUOTA).",
+    )
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
 
     # The front of the server (docs/security.md, "Hardening").

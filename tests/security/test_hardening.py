@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, date, datetime
 from typing import Any
@@ -24,16 +27,18 @@ from starlette.testclient import TestClient
 from opendts.api.app import create_app
 from opendts.api.context import Runtime
 from opendts.api.headers import API_POLICY, policy_for
+from opendts.backfills import service as backfills
 from opendts.destinations.models import Destination
 from opendts.kit.db import Database
-from opendts.kit.errors import InvalidParameter
+from opendts.kit.errors import InvalidParameter, Unprocessable
 from opendts.kit.requests import MAX_JSON_DEPTH, MAX_JSON_STRING, check_json_value
+from opendts.runs.models import RunStatus, RunType, TransferRun
 from opendts.settings import Settings
 from opendts.transfers.models import Transfer
 from opendts.web.session import STATIC
 from tests.api.support import error_of
 from tests.databases import ON_CI
-from tests.factories import Account, make_account, make_backfill, revoke
+from tests.factories import Account, make_account, make_backfill, make_transfer, revoke
 from tests.kit.test_ratelimit import REDIS_URL
 
 JSON = {"Content-Type": "application/json"}
@@ -425,3 +430,95 @@ def test_live_event_streams_are_capped_per_key(
         streams.close()
         with client.stream("GET", url, headers=account.headers) as again:
             assert again.status_code == 200
+
+
+# --- A quota on queued runs per team --------------------------------------------------------
+
+
+def create_backfill(
+    client: TestClient, account: Account, transfer_id: int, start: str, end: str
+) -> httpx.Response:
+    return client.post(
+        f"/v1/teams/{account.team_id}/transfers/{transfer_id}/backfills",
+        json={"range_start": start, "range_end": end},
+        headers=account.headers,
+    )
+
+
+def queue_recurring_run(db: Database, account: Account) -> None:
+    now = datetime.now(UTC)
+    with db.session(write=True) as session:
+        session.add(
+            TransferRun(
+                team_id=account.team_id,
+                transfer_id=account.transfer_id,
+                type=RunType.RECURRING.value,
+                data_date=date(2023, 12, 31),
+                status=RunStatus.QUEUED.value,
+                max_attempts=3,
+                available_at=now,
+                created_time=now,
+                queued_time=now,
+            )
+        )
+
+
+def test_backfills_past_the_teams_queued_runs_quota_are_refused(
+    settings: Settings, db: Database, account: Account
+) -> None:
+    client = TestClient(limited_app(settings, db, max_queued_runs_per_team=10))
+    second = make_transfer(db, account.team_id)
+    third = make_transfer(db, account.team_id)
+    assert create_backfill(
+        client, account, account.transfer_id, "2024-01-01", "2024-01-07"
+    ).is_success
+    queue_recurring_run(db, account)  # recurring runs count too: 8 queued
+    refused = create_backfill(client, account, second, "2024-01-01", "2024-01-03")
+    error = error_of(refused, 422, "QUEUED_RUNS_QUOTA")
+    for words in ("8 runs queued or running", "adds 3", "limit of 10", "room for 2"):
+        assert words in error["description"], error
+    # What fits is still accepted, up to the limit exactly; another team has its own quota.
+    first_fit = create_backfill(client, account, second, "2024-01-01", "2024-01-02")
+    assert first_fit.is_success
+    error_of(create_backfill(client, account, third, "2024-01-01", "2024-01-01"), 422)
+    stranger = make_account(db)
+    assert create_backfill(
+        client, stranger, stranger.transfer_id, "2024-01-01", "2024-01-10"
+    ).is_success
+    # Cancelling a backfill gives its queued runs back.
+    backfill_id = first_fit.json()["data"]["transfer_backfill_id"]
+    cancelled = client.patch(
+        f"/v1/teams/{account.team_id}/backfills/{backfill_id}",
+        json={"status": "CANCELLED"},
+        headers=account.headers,
+    )
+    assert cancelled.status_code == 200
+    assert create_backfill(client, account, third, "2024-01-01", "2024-01-02").is_success
+
+
+def test_the_quota_holds_under_concurrent_creates(db: Database, account: Account) -> None:
+    callers = 8
+    transfers = [make_transfer(db, account.team_id) for _ in range(callers)]
+    barrier = threading.Barrier(callers)
+    rules = backfills.RangeRules(max_days=3660, max_queued_runs=10)
+
+    def create(transfer_id: int) -> str:
+        barrier.wait()
+        try:
+            with db.session(write=True) as session:
+                backfills.create(
+                    session,
+                    team_id=account.team_id,
+                    transfer_id=transfer_id,
+                    user_id=account.user_id,
+                    range_start=date(2024, 1, 1),
+                    range_end=date(2024, 1, 4),
+                    rules=rules,
+                )
+            return "created"
+        except Unprocessable as exc:
+            return exc.code
+
+    with ThreadPoolExecutor(callers) as pool:
+        outcomes = Counter(pool.map(create, transfers))
+    assert outcomes == {"created": 2, "QUEUED_RUNS_QUOTA": callers - 2}  # 2 x 4 <= 10 < 3 x 4

@@ -53,7 +53,10 @@ def _json_body(model: type[Any]) -> dict[str, Any]:
 async def create_backfill(request: Request, team_id: TeamId, transfer_id: TransferId) -> Response:
     """Schedule a backfill of ``transfer_id`` over an inclusive date range (status CREATED)."""
     body = await request.body()
-    rules = service.RangeRules(max_days=runtime(request).settings.max_backfill_days)
+    settings = runtime(request).settings
+    rules = service.RangeRules(
+        max_days=settings.max_backfill_days, max_queued_runs=settings.max_queued_runs_per_team
+    )
 
     def work(ctx: Guarded) -> dict[str, Any]:
         range_start, range_end = schemas.parse_create(body, request.headers.get("content-type"))
