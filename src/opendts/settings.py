@@ -25,7 +25,36 @@ class Settings(BaseSettings):
         default="memory://", description="limits storage URI, e.g. redis://127.0.0.1:6379/0."
     )
     max_backfill_days: int = Field(default=3660, ge=1)
+    max_queued_runs_per_team: int = Field(
+        default=100_000,
+        ge=1,
+        description="Runs of one team that may wait or execute at once; a backfill that would "
+        "pass it is refused (422 QUEUED_RUNS_QUOTA).",
+    )
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # The front of the server (docs/security.md, "Hardening").
+    ui_session_idle_minutes: int = Field(
+        default=60, ge=1, le=7 * 24 * 60, description="A dashboard session unused this long ends."
+    )
+    ui_session_max_hours: int = Field(
+        default=12,
+        ge=1,
+        le=30 * 24,
+        description="A dashboard session ends this long after sign-in.",
+    )
+    failed_auth_per_minute: int = Field(
+        default=30,
+        ge=1,
+        description="Failed authentications (unknown or revoked keys, ended sessions) one client "
+        "address may make a minute; past it, 429.",
+    )
+    sign_ins_per_minute: int = Field(
+        default=10, ge=1, description="Dashboard sign-ins one client address may try a minute."
+    )
+    max_event_streams_per_key: int = Field(
+        default=5, ge=1, description="Live-event streams one API key may hold open at once."
+    )
 
     secret_key: str | None = Field(
         default=None,

@@ -1,14 +1,21 @@
-"""The dashboard's session: an API key kept in an HttpOnly cookie, accepted by the API for
-reads and for writes that carry the dashboard's header; and the backfill list's filters."""
+"""The dashboard's session: a server-side session opened with an API key, its id in an HttpOnly
+cookie, accepted by the API for reads and for writes that carry the dashboard's header, ended by
+sign-out, by revoking the key, when idle and when too old; and the backfill list's filters."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
+from fastapi import FastAPI
+from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from opendts.auth.permissions import Role
+from opendts.auth.sessions import UiSession, hash_token
+from opendts.kit.clock import set_clock
 from opendts.kit.db import Database
+from opendts.settings import Settings
+from tests.api.support import error_of
 from tests.factories import Account, make_account, make_backfill, make_user, revoke, set_status
 
 
@@ -99,3 +106,103 @@ def test_a_key_that_opens_no_team_gets_a_reason_and_no_cookie(
     assert "set-cookie" not in response.headers
     error = response.json()["error"]
     assert error["code"] == "FORBIDDEN" and "not a member of any team" in error["description"]
+
+
+def session_cookie(client: TestClient) -> str:
+    value = client.cookies.get("opendts_session")
+    assert value
+    return value
+
+
+def travel(minutes: float) -> None:
+    """Move the server's clock ``minutes`` ahead of now."""
+    moved = datetime.now(UTC) + timedelta(minutes=minutes)
+    set_clock(lambda: moved)
+
+
+def test_the_cookie_is_a_session_id_stored_only_as_a_hash(
+    client: TestClient, db: Database, account: Account
+) -> None:
+    sign_in(client, account.api_key)
+    token = session_cookie(client)
+    secret = account.api_key.rsplit("_", 1)[1]
+    assert secret not in token and account.api_key not in token
+    with db.session() as session:
+        rows = session.scalars(select(UiSession)).all()
+    assert [row.api_key_id for row in rows] == [account.key_id]
+    assert rows[0].token_hash == hash_token(token) and token not in rows[0].token_hash
+    # The key itself is no cookie: only a session the server opened is.
+    client.cookies.set("opendts_session", account.api_key)
+    response = client.get(f"/v1/teams/{account.team_id}/backfills")
+    assert error_of(response, 401, "SESSION_ENDED")
+
+
+def test_each_sign_in_is_its_own_session(
+    client: TestClient, db: Database, account: Account
+) -> None:
+    sign_in(client, account.api_key)
+    first = session_cookie(client)
+    sign_in(client, account.api_key)
+    second = session_cookie(client)
+    assert first != second
+    client.delete("/ui/session")  # ends the second only
+    client.cookies.set("opendts_session", first)
+    assert client.get(f"/v1/teams/{account.team_id}/backfills").status_code == 200
+
+
+def test_sessions_end_when_idle(
+    client: TestClient, settings: Settings, db: Database, account: Account
+) -> None:
+    url = f"/v1/teams/{account.team_id}/backfills"
+    sign_in(client, account.api_key)
+    idle = settings.ui_session_idle_minutes
+    # Used every (idle - 1) minutes, it stays open (each use renews it)...
+    for step in range(1, 4):
+        travel(step * (idle - 1))
+        assert client.get(url).status_code == 200, step
+    # ...left alone for the idle period, it ends.
+    travel(3 * (idle - 1) + idle + 0.1)
+    assert error_of(client.get(url), 401, "SESSION_ENDED")
+
+
+def test_sessions_end_at_their_absolute_lifetime(
+    client: TestClient, settings: Settings, db: Database, account: Account
+) -> None:
+    url = f"/v1/teams/{account.team_id}/backfills"
+    sign_in(client, account.api_key)
+    cookie = client.cookies.jar
+    assert any(c.expires for c in cookie)  # the browser forgets it too
+    lifetime = settings.ui_session_max_hours * 60
+    minutes = 0.0
+    while minutes < lifetime - 30:
+        minutes += 30
+        travel(minutes)
+        assert client.get(url).status_code == 200, minutes  # busy all along
+    travel(lifetime + 0.1)
+    response = client.get("/ui/session")
+    assert error_of(response, 401, "SESSION_ENDED")
+    assert 'opendts_session=""' in response.headers["set-cookie"]  # the ended cookie is cleared
+    # The next sign-in forgets ended sessions.
+    sign_in(client, account.api_key)
+    with db.session() as session:
+        assert len(session.scalars(select(UiSession)).all()) == 1
+
+
+def test_revoking_the_key_ends_its_sessions(
+    client: TestClient, db: Database, account: Account
+) -> None:
+    sign_in(client, account.api_key)
+    revoke(db, account.key_id)
+    with db.session() as session:
+        assert session.scalars(select(UiSession)).all() == []
+    assert error_of(client.get(f"/v1/teams/{account.team_id}/backfills"), 401, "SESSION_ENDED")
+
+
+def test_the_cookie_is_secure_over_https(app: FastAPI, account: Account) -> None:
+    with TestClient(app, base_url="https://testserver") as secure:
+        response = secure.post("/ui/session", json={"api_key": account.api_key})
+        assert response.status_code == 200
+        assert "; secure" in response.headers["set-cookie"].lower()
+    with TestClient(app) as plain:
+        response = plain.post("/ui/session", json={"api_key": account.api_key})
+        assert "; secure" not in response.headers["set-cookie"].lower()

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
+import time
 from datetime import date
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 from starlette.testclient import TestClient
 
 from opendts.kit.db import Database
 from opendts.settings import Settings
 from tests.engine.support import make_transfer, running_engine
 from tests.factories import Account, make_account, make_backfill, revoke
+from tests.live import LiveServer, live_server
 
 
 def events_url(account: Account, backfill_id: int) -> str:
@@ -99,3 +106,51 @@ def test_a_revoked_key_ends_the_stream(
     reader.join(timeout=10)
     assert not reader.is_alive(), "the stream did not end after the key was revoked"
     assert result and all(name == "backfill" for name, _ in result[0])
+
+
+def open_raw_stream(server: LiveServer, backfill_id: int) -> socket.socket:
+    """A live-event stream over a plain socket, read up to its first event."""
+    host, port = server.base_url.removeprefix("http://").removesuffix("/v1").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    path = f"/v1/teams/{server.team_id}/backfills/{backfill_id}/events"
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {server.api_key}\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
+    received = b""
+    while b"event: backfill" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, received
+        received += chunk
+    assert received.startswith(b"HTTP/1.1 200"), received[:200]
+    return sock
+
+
+@pytest.mark.live
+def test_a_client_that_disappears_frees_its_stream_place(tmp_path: Path) -> None:
+    # No engine: the backfill stays CREATED, so its streams never end by themselves.
+    with live_server(
+        tmp_path, OPENDTS_WORKERS="false", OPENDTS_MAX_EVENT_STREAMS_PER_KEY="1"
+    ) as server:
+        created = httpx.post(
+            f"{server.base_url}/teams/{server.team_id}/transfers/{server.transfer_id}/backfills",
+            json={"range_start": "2024-01-01", "range_end": "2024-01-02"},
+            headers=server.headers,
+        )
+        backfill_id = created.json()["data"]["transfer_backfill_id"]
+        url = f"{server.base_url}/teams/{server.team_id}/backfills/{backfill_id}/events"
+        sock = open_raw_stream(server, backfill_id)
+        refused = httpx.get(url, headers=server.headers, timeout=10)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "TOO_MANY_STREAMS"
+        # The client vanishes without a word (a reset, not a polite close).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        deadline = time.monotonic() + 10
+        while True:
+            with httpx.stream("GET", url, headers=server.headers, timeout=10) as response:
+                if response.status_code == 200:
+                    break
+                assert response.status_code == 429
+            assert time.monotonic() < deadline, "the place was not freed within 10 s"
+            time.sleep(0.2)

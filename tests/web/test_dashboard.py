@@ -50,6 +50,11 @@ def test_dashboard_signs_in_creates_watches_and_cancels(browser: Browser, live: 
     page.on("dialog", lambda dialog: dialog.accept())
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # The page runs under its Content-Security-Policy: nothing it does may be refused.
+    page.on(
+        "console",
+        lambda message: "Content Security Policy" in message.text and errors.append(message.text),
+    )
 
     # A wrong key is refused next to the field; the demo key signs in (one team: no picker).
     page.goto(f"{origin}/")

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from opendts import __version__
 from opendts.api import errors
 from opendts.api.context import Runtime
+from opendts.api.headers import SecurityHeadersMiddleware
 from opendts.api.middleware import EnvelopeMiddleware
 from opendts.api.routing import MethodSemantics
 from opendts.backfills.endpoints import router as backfills_router
@@ -26,6 +27,7 @@ from opendts.kit.db import Database
 from opendts.kit.envelope import error_body, json_response
 from opendts.kit.errors import ServiceUnavailable
 from opendts.kit.ratelimit import RateLimiter
+from opendts.kit.streams import StreamSlots
 from opendts.runs.endpoints import router as runs_router
 from opendts.settings import Settings
 from opendts.transfers.endpoints import router as transfers_router
@@ -103,11 +105,15 @@ def create_app(
         redoc_url=None,
         redirect_slashes=False,
     )
+    limiter = RateLimiter(settings.rate_limit_per_hour, settings.rate_limit_storage_url)
     app.state.runtime = Runtime(
         settings=settings,
         db=database,
-        limiter=RateLimiter(settings.rate_limit_per_hour, settings.rate_limit_storage_url),
+        limiter=limiter,
         wake=wake or (lambda: None),
+        failed_auth=limiter.per_minute(settings.failed_auth_per_minute, "failed-auth"),
+        sign_ins=limiter.per_minute(settings.sign_ins_per_minute, "sign-in"),
+        streams=StreamSlots(settings.max_event_streams_per_key),
     )
     registry, api_metrics = metrics.api_registry(database)
     app.state.metrics_registry = registry
@@ -144,4 +150,6 @@ def create_app(
     app.add_middleware(
         EnvelopeMiddleware, max_body_bytes=settings.max_request_bytes, metrics=api_metrics
     )
+    # Outermost, so the envelope's own answers (413, last-resort 500) carry the headers too.
+    app.add_middleware(SecurityHeadersMiddleware)
     return app

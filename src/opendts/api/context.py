@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Path, Request
@@ -14,10 +15,14 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from opendts.auth.permissions import Access
-from opendts.auth.service import Principal, authenticate, authorize
+from opendts.auth.service import Principal, authenticate, authenticate_ui_session, authorize
+from opendts.auth.sessions import SessionPolicy
+from opendts.auth.sessions import touch as touch_ui_session
+from opendts.kit.clock import utcnow
 from opendts.kit.db import Database
-from opendts.kit.errors import TooManyRequests
+from opendts.kit.errors import TooManyRequests, Unauthorized
 from opendts.kit.ratelimit import RateLimiter
+from opendts.kit.streams import StreamSlots
 from opendts.settings import Settings
 
 MAX_ID = 9223372036854775807
@@ -56,6 +61,12 @@ class Runtime:
     limiter: RateLimiter
     #: Tells this process's engine (if any) that there is new work: the in-process wake-up.
     wake: Callable[[], None] = lambda: None
+    #: Failed authentications per client address (``None``: not limited).
+    failed_auth: RateLimiter | None = None
+    #: Dashboard sign-ins per client address (``None``: not limited).
+    sign_ins: RateLimiter | None = None
+    #: Open live-event streams per API key.
+    streams: StreamSlots = field(default_factory=lambda: StreamSlots(5))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,22 +89,92 @@ def request_id(request: Request) -> str:
     return value
 
 
-#: The dashboard's session cookie: the API key, HttpOnly, SameSite=Strict.
+#: The dashboard's session cookie: a random session id (``auth.sessions``), HttpOnly,
+#: SameSite=Strict; never the API key.
 SESSION_COOKIE = "opendts_session"
 #: Writes authenticated by the cookie must carry this header (a cross-site form cannot).
 UI_HEADER = "x-opendts-ui"
 
 
-def authorization_of(request: Request) -> str | None:
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a request presents (an ``Authorization`` header, or a dashboard session id) and
+    from which client address."""
+
+    authorization: str | None = None
+    ui_session: str | None = None
+    client: str = "unknown"
+
+    @property
+    def presented(self) -> bool:
+        """Whether there is anything to check (a request without credentials is no attempt)."""
+        return self.authorization is not None or self.ui_session is not None
+
+
+def client_address(request: Request) -> str:
+    """The caller's address (uvicorn takes it from ``X-Forwarded-For`` when the proxy is
+    trusted: ``FORWARDED_ALLOW_IPS``)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def credentials_of(request: Request) -> Credentials:
     """The request's credentials: the ``Authorization`` header, else the dashboard's cookie
     (for reads, or for writes that carry ``X-Opendts-UI: 1``)."""
+    client = client_address(request)
     header = request.headers.get("authorization")
     if header:
-        return header
-    key = request.cookies.get(SESSION_COOKIE)
-    if key and (request.method in ("GET", "HEAD") or request.headers.get(UI_HEADER) == "1"):
-        return f"Bearer {key}"
-    return None
+        return Credentials(authorization=header, client=client)
+    token = request.cookies.get(SESSION_COOKIE)
+    if token and (request.method in ("GET", "HEAD") or request.headers.get(UI_HEADER) == "1"):
+        return Credentials(ui_session=token, client=client)
+    return Credentials(client=client)
+
+
+def spend(limiter: RateLimiter | None, address: str, what: str) -> None:
+    """Spend one attempt of ``address``'s budget on ``limiter``, or raise 429 (enveloped, with
+    ``Retry-After``) once it is used up."""
+    if limiter is None:
+        return
+    state = limiter.hit(address)
+    if not state.allowed:
+        raise TooManyRequests(
+            f"Too many {what} from your address ({state.limit} a minute). "
+            f"Retry after {state.retry_after} seconds.",
+            headers={"Retry-After": str(state.retry_after)},
+        )
+
+
+def session_policy(settings: Settings) -> SessionPolicy:
+    """The dashboard sessions' lifetimes, from the settings."""
+    return SessionPolicy(
+        idle=timedelta(minutes=settings.ui_session_idle_minutes),
+        lifetime=timedelta(hours=settings.ui_session_max_hours),
+    )
+
+
+def authenticate_credentials(rt: Runtime, session: Session, credentials: Credentials) -> Principal:
+    """The principal behind ``credentials``, or 401; 429 instead once the client address has
+    failed too often (a valid key still passes: it has its own budget). A dashboard session's
+    use is recorded (in its own short write scope, at most once a minute)."""
+    try:
+        return _authenticate(rt, session, credentials)
+    except Unauthorized:
+        if credentials.presented:
+            spend(rt.failed_auth, credentials.client, "failed authentications")
+        raise
+
+
+def _authenticate(rt: Runtime, session: Session, credentials: Credentials) -> Principal:
+    if credentials.ui_session is None:
+        return authenticate(session, credentials.authorization)
+    now = utcnow()
+    principal, stale = authenticate_ui_session(
+        session, credentials.ui_session, session_policy(rt.settings), now
+    )
+    if stale is not None:
+        with rt.db.session(write=True) as write_session:
+            touch_ui_session(write_session, stale, now)
+    return principal
 
 
 @contextmanager
@@ -107,7 +188,7 @@ def guarded(
     """
     rt = runtime(request)
     with rt.db.session() as session:
-        principal = authenticate(session, authorization_of(request))
+        principal = authenticate_credentials(rt, session, credentials_of(request))
         rate = rt.limiter.hit(principal.key_lookup_id)
         request.state.rate_limit = rate
         if not rate.allowed:
@@ -146,6 +227,8 @@ async def run_guarded(
             return work(ctx)
 
     rt = runtime(request)
-    if not write and rt.db.dialect == "sqlite" and rt.limiter.local:
+    # A dashboard session may record its use (a write): off the event loop.
+    by_key = credentials_of(request).ui_session is None
+    if not write and by_key and rt.db.dialect == "sqlite" and rt.limiter.local:
         return call()
     return await run_in_threadpool(call)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from opendts.auth import keys
+from opendts.auth import keys, sessions
 from opendts.auth.models import ApiKey
 from opendts.auth.permissions import ACCESS_RULES, ALL_SCOPES, ROLE_PERMISSIONS, Access, Role
 from opendts.kit.clock import utcnow
@@ -91,6 +92,47 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
     return Principal(key_id, lookup_id, user_id, frozenset(scopes.split()), roles)
 
 
+def _session_ended() -> Unauthorized:
+    return Unauthorized(
+        "Your dashboard session has ended (signed out, expired, or its API key was revoked). "
+        "Sign in again.",
+        code="SESSION_ENDED",
+        message="Session ended",
+    )
+
+
+def authenticate_ui_session(
+    session: Session, token: str, policy: sessions.SessionPolicy, now: datetime
+) -> tuple[Principal, int | None]:
+    """Resolve a dashboard session id to its key's principal, or raise 401.
+
+    Also returns the session's row id when its last use should be recorded (see
+    ``SessionPolicy.touch_after``), else ``None``: the caller records it in a write scope.
+    """
+    found = sessions.find(session, token)
+    if found is None or policy.ended(found, now):
+        raise _session_ended()
+    rows = session.execute(
+        select(
+            ApiKey.lookup_id,
+            ApiKey.user_id,
+            ApiKey.scopes,
+            ApiKey.revoked_at,
+            Membership.team_id,
+            Membership.role,
+        )
+        .outerjoin(Membership, Membership.user_id == ApiKey.user_id)
+        .where(ApiKey.id == found.api_key_id)
+    ).all()
+    if not rows or rows[0].revoked_at is not None:
+        raise _session_ended()
+    lookup_id, user_id, scopes = rows[0].lookup_id, rows[0].user_id, rows[0].scopes
+    roles = {row.team_id: Role(row.role) for row in rows if row.team_id is not None}
+    principal = Principal(found.api_key_id, lookup_id, user_id, frozenset(scopes.split()), roles)
+    stale = now - found.last_seen_at >= policy.touch_after
+    return principal, found.id if stale else None
+
+
 def authorize(principal: Principal, team_id: int, access: Access) -> None:
     """Require the key's scope AND the role's permission in ``team_id``, else raise 403."""
     scope, permission = ACCESS_RULES[access]
@@ -149,9 +191,10 @@ def issue_key(session: Session, user_id: int, scopes: tuple[str, ...], name: str
 
 
 def revoke_key(session: Session, key_id: int) -> ApiKey:
-    """Revoke a key at once; later requests with it get 401."""
+    """Revoke a key at once; later requests with it (or its dashboard sessions) get 401."""
     key = get_or_not_found(session, ApiKey, key_id, "API key")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
     session.flush()
+    sessions.close_all_of_key(session, key_id)  # its dashboard sessions end with it
     return key

@@ -4,29 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from opendts.api.context import (
     BackfillId,
     Guarded,
     TeamId,
     TransferId,
-    authorization_of,
+    authenticate_credentials,
+    credentials_of,
     request_id,
     run_guarded,
     runtime,
 )
 from opendts.auth.permissions import Access
-from opendts.auth.service import authenticate, authorize
+from opendts.auth.service import authorize
 from opendts.backfills import schemas, service
 from opendts.kit.envelope import data_response, raw_data_response
-from opendts.kit.errors import ApiError
+from opendts.kit.errors import ApiError, TooManyRequests
 from opendts.kit.openapi import EventStream, link, operation
 
 router = APIRouter(tags=["Data Backfills"])
@@ -78,7 +80,10 @@ _BACKFILL_LINKS = {
 async def create_backfill(request: Request, team_id: TeamId, transfer_id: TransferId) -> Response:
     """Schedule a backfill of ``transfer_id`` over an inclusive date range (status CREATED)."""
     body = await request.body()
-    rules = service.RangeRules(max_days=runtime(request).settings.max_backfill_days)
+    settings = runtime(request).settings
+    rules = service.RangeRules(
+        max_days=settings.max_backfill_days, max_queued_runs=settings.max_queued_runs_per_team
+    )
 
     def work(ctx: Guarded) -> dict[str, Any]:
         range_start, range_end = schemas.parse_create(body, request.headers.get("content-type"))
@@ -224,6 +229,8 @@ async def update_backfill_status(
 ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 EVENT_POLL_SECONDS = 0.25
 KEEPALIVE_SECONDS = 15.0
+#: What a key refused a stream is told to wait (streams end when their backfill does).
+STREAM_RETRY_SECONDS = 10
 
 
 def _sse(event: str, data: dict[str, Any], event_id: int) -> bytes:
@@ -247,25 +254,38 @@ async def backfill_events(request: Request, team_id: TeamId, backfill_id: Backfi
     then ``event: end`` with its final state once it is COMPLETED, FAILED or CANCELLED.
 
     Same access rules as reading the backfill; the key is checked again at every look, so a
-    revoked key ends the stream. Comment lines keep idle connections open.
+    revoked key ends the stream. Comment lines keep idle connections open. One key holds at
+    most ``OPENDTS_MAX_EVENT_STREAMS_PER_KEY`` streams in this process (429 past it).
     """
     rt = runtime(request)
-    authorization = authorization_of(request)
-    first = await run_guarded(
+    credentials = credentials_of(request)
+    key, first = await run_guarded(
         request,
         team_id,
         Access.READ,
-        lambda ctx: service.wire(ctx.session, service.get(ctx.session, team_id, backfill_id)),
+        lambda ctx: (
+            ctx.principal.key_lookup_id,
+            service.wire(ctx.session, service.get(ctx.session, team_id, backfill_id)),
+        ),
     )
+    release = rt.streams.acquire(key)
+    if release is None:
+        raise TooManyRequests(
+            f"This API key already has {rt.streams.per_key} live-event streams open (the limit). "
+            f"Close one, or poll GET /v1/teams/{team_id}/backfills/{backfill_id} instead.",
+            code="TOO_MANY_STREAMS",
+            message="Too many open streams",
+            headers={"Retry-After": str(STREAM_RETRY_SECONDS)},
+        )
 
     def look() -> dict[str, Any] | None:
         try:
             with rt.db.session() as session:
-                principal = authenticate(session, authorization)
+                principal = authenticate_credentials(rt, session, credentials)
                 authorize(principal, team_id, Access.READ)
                 return service.wire(session, service.get(session, team_id, backfill_id))
         except ApiError:
-            return None  # revoked key, lost membership: the stream ends
+            return None  # revoked key, ended session, lost membership: the stream ends
 
     async def stream() -> AsyncIterator[bytes]:
         data: dict[str, Any] | None = first
@@ -289,8 +309,24 @@ async def backfill_events(request: Request, team_id: TeamId, backfill_id: Backfi
             await asyncio.sleep(EVENT_POLL_SECONDS)
             data = await run_in_threadpool(look)
 
-    return StreamingResponse(
+    return _HeldStream(
         stream(),
+        release,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+class _HeldStream(StreamingResponse):
+    """A stream that frees its key's place when it ends, however it ends: the backfill
+    finished, the key was revoked, or the client went away (Starlette cancels the response)."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], **kw: Any):
+        super().__init__(content, **kw)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()

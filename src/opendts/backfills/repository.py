@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select, text
+from sqlalchemy import Select, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from opendts.backfills.models import INCOMPLETE_SQL, Backfill
 from opendts.backfills.status import ACTIVE
 from opendts.backfills.wire_sql import backfill_json
 from opendts.kit.driver_sql import DriverQuery
+from opendts.teams.models import Team
 
 LIST_LIMIT = 100
 
@@ -98,3 +99,22 @@ def list_of_team(
     if transfer_id is not None:
         query = query.where(Backfill.transfer_id == transfer_id)
     return list(session.scalars(query.order_by(Backfill.id.desc()).limit(limit)))
+
+
+def lock_team_queue(session: Session, team_id: int) -> None:
+    """Serialise the team's backfill creates until commit (PostgreSQL: ``FOR NO KEY UPDATE``
+    on the team's row, which inserts referencing the team do not wait for; SQLite: the write
+    scope's ``BEGIN IMMEDIATE`` already serialises every write)."""
+    session.execute(select(Team.id).where(Team.id == team_id).with_for_update(key_share=True))
+
+
+def runs_to_do_of_team(session: Session, team_id: int) -> int:
+    """Runs the team's incomplete backfills still have to do: queued, running, or not yet
+    planned (``runs_total`` minus the final ones; the counters move with the runs)."""
+    rest = Backfill.runs_total - Backfill.runs_completed - Backfill.runs_failed
+    total = session.scalar(
+        select(func.coalesce(func.sum(rest), 0)).where(
+            Backfill.team_id == team_id, text(INCOMPLETE_SQL)
+        )
+    )
+    return int(total or 0)

@@ -22,9 +22,11 @@ from opendts.transfers.models import Transfer, TransferState
 
 @dataclass(frozen=True, slots=True)
 class RangeRules:
-    """Limits on a backfill's date range."""
+    """Limits on a new backfill: its date range, and the team's queue it joins."""
 
     max_days: int
+    #: Runs one team may have queued or running (``None``: no quota).
+    max_queued_runs: int | None = None
 
 
 def _transfer_not_found(transfer_id: int) -> NotFound:
@@ -112,6 +114,8 @@ def create(
             code="BACKFILL_OVERLAP",
             message="Overlapping backfill",
         )
+    if rules.max_queued_runs is not None:
+        check_queue_quota(session, team_id, days, rules.max_queued_runs)
     backfill = Backfill(
         team_id=team_id,
         transfer_id=transfer_id,
@@ -129,6 +133,24 @@ def create(
     session.flush()
     notify_workers(session)
     return backfill
+
+
+def check_queue_quota(session: Session, team_id: int, days: int, limit: int) -> None:
+    """Refuse (422) a backfill of ``days`` runs that would take the team's queued and running
+    runs past ``limit``. Holds under concurrent creates: the team's creates are serialised
+    until commit."""
+    repository.lock_team_queue(session, team_id)
+    queued = repository.runs_to_do_of_team(session, team_id)
+    queued += runs.recurring_in_flight_of_team(session, team_id)
+    if queued + days > limit:
+        room = max(0, limit - queued)
+        raise Unprocessable(
+            f"Your team has {queued:,} runs queued or running; this backfill adds {days:,}, "
+            f"past the limit of {limit:,} (room for {room:,}). Wait for runs to finish, cancel "
+            "a backfill, or create a shorter range.",
+            code="QUEUED_RUNS_QUOTA",
+            message="Queued runs quota reached",
+        )
 
 
 def get(session: Session, team_id: int, backfill_id: int) -> Backfill:

@@ -34,6 +34,10 @@ NAMING_CONVENTION = {
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
+#: SQLAlchemy puts a failed statement's parameters into the exception's text, and that text
+#: reaches the logs (and a client-supplied value could be a secret): every engine hides them.
+HIDE_PARAMETERS = True
+
 
 class Base(DeclarativeBase):
     """Declarative base for every table of the metadata database."""
@@ -77,6 +81,7 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         pool_size=8,
         max_overflow=16,
+        hide_parameters=HIDE_PARAMETERS,
     )
 
     @event.listens_for(engine, "connect")
@@ -108,6 +113,7 @@ def _postgresql_engine(url: str, *, autocommit: bool) -> Engine:
         max_overflow=20,
         pool_pre_ping=True,
         isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
+        hide_parameters=HIDE_PARAMETERS,
     )
 
 

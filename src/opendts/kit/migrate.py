@@ -37,7 +37,7 @@ def upgrade(db: Database, revision: str = "head", *, data_dir: Path | None = Non
     On PostgreSQL the whole upgrade is one transaction holding an advisory lock, so several
     processes starting at once (API servers, workers) migrate exactly once and never see a
     half-migrated schema. ``data_dir`` is the data folder, for data migrations that move
-    files (``0005_team_folders``); a database with embedded warehouses needs it.
+    files (``0006_team_folders``); a database with embedded warehouses needs it.
     """
     config = alembic_config(db.url)
     config.attributes["data_dir"] = data_dir

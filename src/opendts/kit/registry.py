@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from opendts.auth import models as auth_models
+from opendts.auth import sessions as ui_session_models
 from opendts.backfills import models as backfill_models
 from opendts.connections import models as connection_models
 from opendts.destinations import models as destination_models
@@ -19,5 +20,6 @@ MODEL_MODULES = (
     transfer_models,
     backfill_models,
     run_models,
+    ui_session_models,
 )
 metadata = Base.metadata

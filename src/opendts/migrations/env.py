@@ -15,7 +15,7 @@ def run() -> None:
     if connection is not None:
         _run_with(connection)
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url") or "")
+    engine = create_engine(config.get_main_option("sqlalchemy.url") or "", hide_parameters=True)
     with engine.connect() as conn:
         _run_with(conn)
     engine.dispose()

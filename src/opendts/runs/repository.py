@@ -34,6 +34,20 @@ def cancel_queued(session: Session, backfill_id: int, *, user_id: int, now: date
     return int(cast(CursorResult[Any], result).rowcount or 0)
 
 
+def recurring_in_flight_of_team(session: Session, team_id: int) -> int:
+    """The team's recurring runs (no backfill) that are queued or running."""
+    count = session.scalar(
+        select(func.count())
+        .select_from(runs)
+        .where(
+            runs.c.team_id == team_id,
+            runs.c.backfill_id.is_(None),
+            runs.c.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value]),
+        )
+    )
+    return int(count or 0)
+
+
 def error_report(session: Session, backfill_id: int) -> list[dict[str, str]]:
     """One ``{transfer_run_date, error}`` per failed date, in date order."""
     rows = session.execute(

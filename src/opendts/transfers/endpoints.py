@@ -138,10 +138,12 @@ async def validate_transfer(request: Request, team_id: TeamId) -> Response:
     """``{is_valid, errors: [{field_id, error_code, message}]}`` (200 even when invalid)."""
     body = await _body(request)
     box = _box(request)
+    # Validating checks what only an editor may configure (destinations, connections): the
+    # same scope and permission as creating it (docs/api.md).
     data = await run_guarded(
         request,
         team_id,
-        Access.READ,
+        Access.WRITE,
         lambda ctx: api.validation(ctx.session, box, _boundary(request, team_id), body()),
     )
     return json_response(data)
@@ -315,5 +317,5 @@ async def validate_update(request: Request, team_id: TeamId, transfer_id: Transf
         existing = api.get_live(ctx.session, team_id, transfer_id)
         return api.validation(ctx.session, box, _boundary(request, team_id), body(), existing)
 
-    data = await run_guarded(request, team_id, Access.READ, work)
+    data = await run_guarded(request, team_id, Access.WRITE, work)
     return json_response(data)

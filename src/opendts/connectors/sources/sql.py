@@ -376,10 +376,15 @@ class SqlSource:
             if sqlite:
                 file = Path(database) if database is not None else None
                 engine: Engine = create_engine(
-                    url, poolclass=NullPool, creator=lambda: _sqlite_connection(file)
+                    url,
+                    poolclass=NullPool,
+                    creator=lambda: _sqlite_connection(file),
+                    hide_parameters=True,
                 )
             else:
-                engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+                engine = create_engine(
+                    url, poolclass=NullPool, connect_args=connect_args, hide_parameters=True
+                )
         except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as exc:
             raise TerminalRunError(f"Cannot use the URL {shown}: {_message(exc, secret)}") from None
         statement = text(settings.query).bindparams(bindparam("date", type_=Date()))

@@ -1,5 +1,6 @@
 // The opendts dashboard: plain JavaScript, no dependencies, no build step.
-// The API key lives in an HttpOnly cookie set by POST /ui/session; this script never sees it.
+// POST /ui/session trades the API key for a server-side session whose id lives in an HttpOnly
+// cookie: this script never sees it, and the key is never kept in the browser.
 // Every server string goes into the DOM as text (el() / textContent), never as HTML.
 "use strict";
 
@@ -186,7 +187,11 @@ function showSignIn(message) {
     input,
     error,
     el("button", { type: "submit" }, "Sign in"),
-    el("p", { class: "muted" }, "The key is kept in an HttpOnly cookie for this browser session."),
+    el(
+      "p",
+      { class: "muted" },
+      "Signing in starts a session that signing out ends; the key itself is not kept in this browser.",
+    ),
   );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();

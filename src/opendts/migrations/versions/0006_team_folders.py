@@ -17,8 +17,8 @@ whole folder. The metadata database and the secret key are never copied: a desti
 named one is pointed at a fresh file instead. Whatever is left as it was, or cannot be read,
 is logged as a warning with what to do.
 
-Revision ID: 0005_team_folders
-Revises: 0004
+Revision ID: 0006_team_folders
+Revises: 0005
 Create Date: 2026-12-01
 """
 
@@ -41,8 +41,8 @@ from alembic import context, op
 from opendts.kit.migrate import UpgradeBlocked
 from opendts.kit.private import FILE_MODE, make_folders
 
-revision: str = "0005_team_folders"
-down_revision: str | None = "0004"
+revision: str = "0006_team_folders"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
