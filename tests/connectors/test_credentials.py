@@ -122,11 +122,14 @@ def test_map_values_are_kept_only_when_sent_back_masked() -> None:
 
 
 def test_a_database_url_is_bound_to_all_but_its_password() -> None:
-    config = {"url": "postgresql://u:pw@db/a?host=db", "query": "SELECT :date"}
+    config = {"url": "postgresql://u:pw@db/a?application_name=etl", "query": "SELECT :date"}
     stored = credentials.settle(SqlSettings, config, None, None)
-    same = {"url": "postgresql://u:***@db/a?host=***", "query": "SELECT 1, :date"}
+    same = {"url": "postgresql://u:***@db/a?application_name=***", "query": "SELECT 1, :date"}
     assert credentials.settle(SqlSettings, same, stored, None)["url"] == config["url"]
-    for elsewhere in ("postgresql://u:***@db/b?host=***", "postgresql://u:***@db/a?host=evil"):
+    for elsewhere in (
+        "postgresql://u:***@db/b?application_name=***",
+        "postgresql://u:***@db/a?application_name=evil",
+    ):
         with pytest.raises(ConfigError):
             credentials.settle(SqlSettings, {**same, "url": elsewhere}, stored, None)
     # Without a password there is nothing to carry: the URL may go anywhere.
