@@ -10,7 +10,6 @@ import typer
 from opendts import __version__
 from opendts.cli import admin, backfills, destinations, remote, runs, transfers
 from opendts.cli.runtime import connect, settings_from
-from opendts.kit import migrate as migrations
 
 app = typer.Typer(
     help="opendts: self-hosted Data Warehouse Transfer Service.",
@@ -113,6 +112,8 @@ def worker(
 @app.command()
 def migrate(ctx: typer.Context) -> None:
     """Bring the metadata database schema up to date (Alembic)."""
+    from opendts.kit import migrate as migrations
+
     db = connect(settings_from(ctx))
     before = migrations.current_revision(db)
     migrations.upgrade(db)
