@@ -402,3 +402,20 @@ def test_catalogue_shows_no_destination_of_another_team(
     )
     assert options.status_code == 400 and "theirs.duckdb" not in options.text
     assert "does not exist" in options.json()["error"]["description"]
+
+
+def test_catalogue_lists_a_destination_whose_connector_is_gone(
+    client: TestClient, db: Database, account: Account
+) -> None:
+    destination = make_destination(client, account)
+    with db.session(write=True) as session:
+        session.execute(
+            text("UPDATE destinations SET type = 'uninstalled' WHERE id = :id"),
+            {"id": destination["id"]},
+        )
+    sources = client.get(transfers_url(account, "/available-sources"), headers=account.headers)
+    assert sources.status_code == 200, sources.text
+    listed = sources.json()["destinations"]
+    assert [(d["destination_id"], d["destination_label"]) for d in listed] == [
+        (destination["id"], "uninstalled")
+    ]

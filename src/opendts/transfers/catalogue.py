@@ -51,13 +51,16 @@ def _source_info(name: str, title: str) -> dict[str, Any]:
 
 def transfer_destination(row: Destination) -> dict[str, Any]:
     """TransferDestination: one of the team's destinations (credentials never included)."""
-    connector = registry.get_destination(row.type)
+    try:
+        label = registry.get_destination(row.type).title
+    except registry.UnknownConnector:  # its plugin was uninstalled: still list it
+        label = row.type
     fields = json.loads(row.fields or "{}")
     return {
         "destination_id": row.id,
         "destination_name": row.display_name,
         "destination_type": row.type,
-        "destination_label": connector.title,
+        "destination_label": label,
         "destination_icon_url": "",
         "is_internal": False,
         "details": [{"id": key, "value": value} for key, value in sorted(fields.items())],
