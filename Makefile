@@ -22,5 +22,8 @@ bench: ## API benchmark (prints ratios against a bare endpoint)
 bench-engine: ## Engine benchmark: 3,650-day backfill next to a bare SQL loop
 	$(VENV)/python bench/engine.py --parallel 256 --concurrency 64 --rounds 3
 
+bench-smoke: ## Every benchmark at tiny sizes, both backends (seconds; the tests run it too)
+	$(VENV)/python bench/api.py --smoke && $(VENV)/python bench/engine.py --smoke && $(VENV)/python bench/load.py --smoke
+
 worker: ## Run a worker (set OPENDTS_DATABASE_URL to PostgreSQL)
 	$(VENV)/opendts worker

@@ -1,6 +1,8 @@
 """API benchmark: create and list with 10,000 backfills in the DB, next to a bare endpoint.
 
-    python bench/api.py [--backend sqlite|postgresql] [--requests N] [--concurrency C]
+    python bench/api.py [--backend sqlite|postgresql|both] [--requests N] [--concurrency C]
+    python bench/api.py --smoke      # seconds: tiny sizes, both backends, same table
+
 
 Starts a real ``opendts serve`` and, in the same run, a bare FastAPI app (``bare_app.py``) that
 answers the same routes with the same JSON bytes and nothing else, then drives both with the same
@@ -33,6 +35,7 @@ from sqlalchemy import insert
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import opendts.kit.registry  # noqa: E402  (every table, so foreign keys resolve)
 from loadgen import LoadResult, build_request, run_load  # noqa: E402
 from opendts.auth.service import issue_key  # noqa: E402
 from opendts.backfills.models import Backfill  # noqa: E402
@@ -43,6 +46,10 @@ PG_ADMIN = os.environ.get("OPENDTS_BENCH_PG_DSN", "postgresql://postgres@127.0.0
 SEED_TRANSFERS = 100
 CREATE_TRANSFERS = 50
 REQUESTS_PER_KEY = 9000  # under the 10,000/hour maximum a key may be given
+FULL = {"backend": "sqlite", "requests": 3000, "backfills": 10_000, "rounds": 3}
+# Smoke: every code path of a full run (seed, serve, bare app, list and create at both
+# concurrencies, the report) at sizes that take seconds; at least 100 backfills fill a page.
+SMOKE = {"backend": "both", "requests": 30, "backfills": 200, "rounds": 1}
 
 
 def free_port() -> int:
@@ -173,13 +180,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument("--requests", type=int, default=3000, help="measured requests per scenario")
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "postgresql", "both"],
+        help="default sqlite (both with --smoke)",
+    )
+    parser.add_argument("--requests", type=int, help="measured requests per scenario (3000)")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--backfills", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; median wins")
+    parser.add_argument("--backfills", type=int, help="backfills seeded (10,000)")
+    parser.add_argument("--rounds", type=int, help="alternating rounds; median wins (3)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few seconds: 200 backfills, 30 requests, 1 round, both backends; the real code "
+        "paths and the same table, figures meaningless (the test suite runs this)",
+    )
     options = parser.parse_args()
+    sizes = SMOKE if options.smoke else FULL
+    for name, value in sizes.items():
+        if getattr(options, name) is None:
+            setattr(options, name, value)
+    backends = ["sqlite", "postgresql"] if options.backend == "both" else [options.backend]
+    for options.backend in backends:
+        bench(options)
 
+
+def bench(options: argparse.Namespace) -> None:
+    """Seed one database, start opendts and the bare app, measure, print the tables."""
     work = Path(tempfile.mkdtemp(prefix="opendts-bench-"))
     with database(options.backend, work) as url:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENDTS_")}
@@ -270,7 +297,8 @@ def run_scenarios(options, team, create_transfers, keys, real_port, bare_port): 
     runs: dict[tuple[str, str, int], list[LoadResult]] = {}
     for round_number in range(options.rounds):
         for concurrency in (1, options.concurrency):
-            total = options.requests if concurrency > 1 else max(500, options.requests // 3)
+            single = max(min(500, options.requests), options.requests // 3)
+            total = options.requests if concurrency > 1 else single
             for op, make in (("list", list_request), ("create", create_request)):
                 targets = [("bare", bare_port), ("opendts", real_port)]
                 if round_number % 2:
@@ -297,6 +325,8 @@ def print_report(options, results) -> None:  # type: ignore[no-untyped-def]
         f"\nopendts API benchmark: backend={options.backend}, "
         f"{options.backfills:,} backfills seeded"
     )
+    if options.smoke:
+        print("smoke mode: tiny sizes to prove the benchmark runs; the figures mean nothing")
     print(f"machine: {os.cpu_count()} cores, {cpu}; python {platform.python_version()}\n")
     print(f"median of {options.rounds} alternating rounds\n")
     print("| scenario | req/s | p50 ms | p99 ms | non-200 |")

@@ -2,6 +2,7 @@
 
     python bench/engine.py [--backend sqlite|postgresql|both] [--days 3650] [--parallel 64]
                            [--workers 1,2,4] [--concurrency 32] [--rounds 1]
+    python bench/engine.py --smoke   # seconds: 30 days, both backends, 1 worker, same table
 
 SQLite: one ``opendts serve`` process (API + engine). PostgreSQL: ``opendts serve --no-workers``
 for the API plus 1, 2 and 4 ``opendts worker`` processes. Next to each, in the same run and on the
@@ -328,15 +329,44 @@ def bare_round(url: str, days: int, processes: int, batch: int) -> float:
     return days / (max(ended for _, ended in done) - start_at)
 
 
+FULL: dict[str, object] = {
+    "days": 3650,
+    "parallel": 64,
+    "concurrency": 32,
+    "workers": "1,2,4",
+    "rounds": 1,
+}
+# Smoke: the same scenarios (serve with its engine, API + worker process, the bare loop) on a
+# month of runs, so a broken benchmark shows in seconds; the figures mean nothing.
+SMOKE: dict[str, object] = {
+    "days": 30,
+    "parallel": 8,
+    "concurrency": 4,
+    "workers": "1",
+    "rounds": 1,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--days", type=int, default=3650)
-    parser.add_argument("--parallel", type=int, default=64, help="transfer max_parallel_runs")
-    parser.add_argument("--concurrency", type=int, default=32, help="slots per engine process")
-    parser.add_argument("--workers", default="1,2,4", help="PostgreSQL worker process counts")
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--days", type=int, help="days in the backfill (3650)")
+    parser.add_argument("--parallel", type=int, help="transfer max_parallel_runs (64)")
+    parser.add_argument("--concurrency", type=int, help="slots per engine process (32)")
+    parser.add_argument("--workers", help="PostgreSQL worker process counts (1,2,4)")
+    parser.add_argument("--rounds", type=int, help="rounds per scenario (1)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few seconds: 30 days, 1 PostgreSQL worker; real code paths, same table, "
+        "figures meaningless (the test suite runs this)",
+    )
     args = parser.parse_args()
+    for name, value in (SMOKE if args.smoke else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.smoke:
+        print("# smoke mode: tiny sizes to prove the benchmark runs; the figures mean nothing")
     print(
         f"# engine benchmark, {platform.python_implementation()} {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, {args.days} days, max_parallel_runs {args.parallel}, "

@@ -2,6 +2,7 @@
 
     python bench/load.py [--rows 100000] [--rounds 5] [--replace-rounds 30]
                          [--replace-rows 10000] [--days 365] [--backend duckdb|postgresql|both]
+    python bench/load.py --smoke     # seconds: 1,000 rows, both destinations, same tables
 
 One Arrow table of synthetic ad metrics (one date, deterministic numpy data) is loaded:
 
@@ -312,15 +313,32 @@ def pg_replace(
 # --- report ---------------------------------------------------------------------------------
 
 
+FULL = {"rows": 100_000, "rounds": 5, "replace_rows": 10_000, "days": 365, "replace_rounds": 30}
+# Smoke: every load and replace path on both destinations at sizes that take seconds (at
+# least 2 replace rounds: the p90 needs two samples); the figures mean nothing.
+SMOKE = {"rows": 1_000, "rounds": 2, "replace_rows": 100, "days": 5, "replace_rounds": 3}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--replace-rows", type=int, default=10_000)
-    parser.add_argument("--days", type=int, default=365)
-    parser.add_argument("--replace-rounds", type=int, default=30)
+    parser.add_argument("--rows", type=int, help="rows per load (100,000)")
+    parser.add_argument("--rounds", type=int, help="load rounds (5)")
+    parser.add_argument("--replace-rows", type=int, help="rows of the replaced date (10,000)")
+    parser.add_argument("--days", type=int, help="dates in the replace table (365)")
+    parser.add_argument("--replace-rounds", type=int, help="replace rounds (30)")
     parser.add_argument("--backend", choices=["duckdb", "postgresql", "both"], default="both")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few seconds: tiny sizes, real code paths, same tables, figures meaningless "
+        "(the test suite runs this)",
+    )
     args = parser.parse_args()
+    for name, value in (SMOKE if args.smoke else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.smoke:
+        print("# smoke mode: tiny sizes to prove the benchmark runs; the figures mean nothing")
     print(
         f"# load benchmark, {platform.python_implementation()} {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, DuckDB {duckdb.__version__}, pyarrow {pa.__version__}, "

@@ -45,7 +45,7 @@ def test_a_migration_whose_connection_was_lost_is_tried_again(
             raise lost()
         real(db, revision, data_dir=data_dir)
 
-    monkeypatch.setattr(runtime.migrate, "upgrade", flaky)
+    monkeypatch.setattr(migrate, "upgrade", flaky)
     db = runtime.open_database(settings)
     try:
         assert len(calls) == 3
@@ -63,7 +63,7 @@ def test_it_gives_up_with_the_reason_after_repeated_losses(
         calls.append(1)
         raise lost()
 
-    monkeypatch.setattr(runtime.migrate, "upgrade", dead)
+    monkeypatch.setattr(migrate, "upgrade", dead)
     with pytest.raises(typer.Exit) as stopped:
         runtime.open_database(settings)
     assert stopped.value.exit_code == 1
@@ -82,7 +82,7 @@ def test_other_database_errors_are_not_retried(
         calls.append(1)
         raise lost(invalidated=False)
 
-    monkeypatch.setattr(runtime.migrate, "upgrade", broken)
+    monkeypatch.setattr(migrate, "upgrade", broken)
     with pytest.raises(typer.Exit):
         runtime.open_database(settings)
     assert len(calls) == 1

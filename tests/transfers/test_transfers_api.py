@@ -371,16 +371,25 @@ def test_other_teams_and_readers(client: TestClient, account: Account, db: Datab
 
 
 def test_catalogue_endpoints(client: TestClient, account: Account) -> None:
+    destination = make_destination(client, account)
     sources = client.get(transfers_url(account, "/available-sources"), headers=account.headers)
     assert sources.status_code == 200
     names = {s["data_source_id"] for s in sources.json()["data_sources"]}
     assert {"demo", "http", "sql", "file"} <= names
+    assert [d["destination_id"] for d in sources.json()["destinations"]] == [destination["id"]]
     options = client.get(
-        transfers_url(account, "/available-options?source_id=demo&destination_id=1"),
+        transfers_url(
+            account, f"/available-options?source_id=demo&destination_id={destination['id']}"
+        ),
         headers=account.headers,
     )
     assert options.status_code == 200
     assert any(s["id"] == "rows_per_day" for s in options.json()["settings"])
+    assert options.json()["destination_id"] == destination["id"]
+    without = client.get(
+        transfers_url(account, "/available-options?source_id=demo"), headers=account.headers
+    )
+    assert without.status_code == 200 and without.json()["destination_id"] is None
     missing = client.get(transfers_url(account, "/available-options"), headers=account.headers)
     assert missing.status_code == 400
 
@@ -410,3 +419,49 @@ def test_a_schedule_that_says_nothing_is_refused_not_guessed(
     created = client.post(transfers_url(account), json=body, headers=account.headers)
     assert created.status_code == 400, created.text
     assert field in created.json()["error"]["description"]
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "01", "1.0", "", "99999999999999999999"])
+def test_available_options_refuse_a_destination_id_that_is_no_id(
+    client: TestClient, account: Account, value: str
+) -> None:
+    response = client.get(
+        transfers_url(account, f"/available-options?source_id=demo&destination_id={value}"),
+        headers=account.headers,
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "INVALID_PARAMETER" and "destination_id" in error["description"]
+
+
+def test_catalogue_shows_no_destination_of_another_team(
+    client: TestClient, db: Database, account: Account
+) -> None:
+    stranger = make_account(db)
+    theirs = make_destination(client, stranger, path="theirs.duckdb")
+    sources = client.get(transfers_url(account, "/available-sources"), headers=account.headers)
+    assert sources.json()["destinations"] == []
+    assert "theirs.duckdb" not in sources.text
+    options = client.get(
+        transfers_url(account, f"/available-options?source_id=demo&destination_id={theirs['id']}"),
+        headers=account.headers,
+    )
+    assert options.status_code == 400 and "theirs.duckdb" not in options.text
+    assert "does not exist" in options.json()["error"]["description"]
+
+
+def test_catalogue_lists_a_destination_whose_connector_is_gone(
+    client: TestClient, db: Database, account: Account
+) -> None:
+    destination = make_destination(client, account)
+    with db.session(write=True) as session:
+        session.execute(
+            text("UPDATE destinations SET type = 'uninstalled' WHERE id = :id"),
+            {"id": destination["id"]},
+        )
+    sources = client.get(transfers_url(account, "/available-sources"), headers=account.headers)
+    assert sources.status_code == 200, sources.text
+    listed = sources.json()["destinations"]
+    assert [(d["destination_id"], d["destination_label"]) for d in listed] == [
+        (destination["id"], "uninstalled")
+    ]

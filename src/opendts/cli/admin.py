@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from opendts.auth.permissions import ALL_SCOPES, Role
-from opendts.auth.service import issue_key, revoke_key
 from opendts.cli.runtime import admin_session, emit, fail, settings_from
-from opendts.teams import service as teams
-from opendts.teams.demo import create_demo
-from opendts.transfers import service as transfers
-from opendts.transfers.models import Transfer, TransferState
+
+if TYPE_CHECKING:
+    from opendts.transfers.models import Transfer, TransferState
+
+# The domain (SQLAlchemy models and services) is imported by each command, not here: every
+# ``opendts`` command loads this module, and the remote ones never touch the database.
 
 app = typer.Typer(help="Administer teams, users, API keys and transfers.", no_args_is_help=True)
 team_app = typer.Typer(help="Teams.", no_args_is_help=True)
@@ -32,6 +33,8 @@ ALL_SCOPE_NAMES = [scope.value for scope in ALL_SCOPES]
 @app.command()
 def demo(ctx: typer.Context, as_json: Json = False) -> None:
     """Create a demo team with an admin user, an all-scopes API key and a demo transfer."""
+    from opendts.teams.demo import create_demo
+
     with admin_session(ctx, as_json=as_json) as session:
         account = create_demo(session, settings_from(ctx))
     emit(
@@ -52,6 +55,8 @@ def team_create(
     as_json: Json = False,
 ) -> None:
     """Create a team."""
+    from opendts.teams import service as teams
+
     with admin_session(ctx, as_json=as_json) as session:
         team = teams.create_team(session, name)
         payload = {"team_id": team.id, "name": team.name}
@@ -68,6 +73,8 @@ def user_create(
     as_json: Json = False,
 ) -> None:
     """Create a user, optionally as a member of a team with a role."""
+    from opendts.teams import service as teams
+
     with admin_session(ctx, as_json=as_json) as session:
         user = teams.create_user(session, email, name)
         if team is not None:
@@ -90,6 +97,8 @@ def user_set_role(
     as_json: Json = False,
 ) -> None:
     """Add a user to a team, or change their role there."""
+    from opendts.teams import service as teams
+
     with admin_session(ctx, as_json=as_json) as session:
         teams.set_role(session, team, user, role)
     payload = {"user_id": user, "team_id": team, "role": role.value}
@@ -108,6 +117,8 @@ def key_create(
     as_json: Json = False,
 ) -> None:
     """Create an API key; the key is printed once and stored only as a hash."""
+    from opendts.auth.service import issue_key
+
     # Accept both `--scope a --scope b` and `--scope a,b`.
     scopes = tuple(part.strip() for item in (scope or ALL_SCOPE_NAMES) for part in item.split(","))
     with admin_session(ctx, as_json=as_json) as session:
@@ -128,6 +139,8 @@ def key_revoke(
     as_json: Json = False,
 ) -> None:
     """Revoke an API key; it stops working at once."""
+    from opendts.auth.service import revoke_key
+
     with admin_session(ctx, as_json=as_json) as session:
         key = revoke_key(session, key_id)
         payload = {"key_id": key.id, "revoked": True}
@@ -147,6 +160,8 @@ def transfer_create(
     as_json: Json = False,
 ) -> None:
     """Create a transfer in a team."""
+    from opendts.transfers import service as transfers
+
     settings = _json_config(config, as_json)
     with admin_session(ctx, as_json=as_json) as session:
         transfer = transfers.create(
@@ -168,6 +183,8 @@ def transfer_update(
     as_json: Json = False,
 ) -> None:
     """Change a transfer's parallelism, run kind or settings."""
+    from opendts.transfers import service as transfers
+
     settings = _json_config(config, as_json) if config is not None else None
     with admin_session(ctx, as_json=as_json) as session:
         transfer = transfers.update(
@@ -201,6 +218,8 @@ def _transfer_payload(transfer: Transfer) -> dict[str, Any]:
 
 
 def _set_state(ctx: typer.Context, transfer_id: int, state: TransferState, as_json: bool) -> None:
+    from opendts.transfers import service as transfers
+
     with admin_session(ctx, as_json=as_json) as session:
         transfers.set_state(session, transfer_id, state)
     payload = {"transfer_id": transfer_id, "state": state.value}
@@ -212,6 +231,8 @@ def transfer_pause(
     ctx: typer.Context, transfer_id: Annotated[int, typer.Argument()], as_json: Json = False
 ) -> None:
     """Pause a transfer: new backfills are refused."""
+    from opendts.transfers.models import TransferState
+
     _set_state(ctx, transfer_id, TransferState.PAUSED, as_json)
 
 
@@ -220,6 +241,8 @@ def transfer_unpause(
     ctx: typer.Context, transfer_id: Annotated[int, typer.Argument()], as_json: Json = False
 ) -> None:
     """Make a paused transfer active again."""
+    from opendts.transfers.models import TransferState
+
     _set_state(ctx, transfer_id, TransferState.ACTIVE, as_json)
 
 
@@ -228,6 +251,8 @@ def transfer_delete(
     ctx: typer.Context, transfer_id: Annotated[int, typer.Argument()], as_json: Json = False
 ) -> None:
     """Soft-delete a transfer: unfinished backfills are cancelled, history stays."""
+    from opendts.transfers import service as transfers
+
     with admin_session(ctx, as_json=as_json) as session:
         transfers.soft_delete(session, transfer_id)
     payload = {"transfer_id": transfer_id, "deleted": True}

@@ -11,7 +11,6 @@ from opendts import __version__
 from opendts.cli import admin, backfills, destinations, remote, runs, transfers
 from opendts.cli.runtime import connect, fail, settings_from
 from opendts.kit import logs
-from opendts.kit import migrate as migrations
 
 app = typer.Typer(
     help="opendts: self-hosted Data Warehouse Transfer Service.",
@@ -114,6 +113,8 @@ def worker(
 @app.command()
 def migrate(ctx: typer.Context) -> None:
     """Bring the metadata database schema up to date (Alembic)."""
+    from opendts.kit import migrate as migrations
+
     logs.configure("info")  # data migrations log what they did (files they copied)
     settings = settings_from(ctx)
     db = connect(settings)

@@ -21,7 +21,6 @@ from opendts.backfills.models import Backfill
 from opendts.connectors import registry
 from opendts.connectors.base import RefreshMode, Source
 from opendts.connectors.boundary import Boundary
-from opendts.connectors.describe import setup_settings
 from opendts.destinations.models import Destination
 from opendts.kit.clock import isoformat_z, utcnow
 from opendts.kit.errors import InvalidParameter, NotFound
@@ -489,17 +488,3 @@ def info_list(session: Session, team_id: int) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def available_sources() -> dict[str, Any]:
-    """AvailableSourcesResponse: every installed source and its settings."""
-    return {
-        "data_sources": [
-            {
-                "data_source_id": name,
-                "name": source.title,
-                "settings": setup_settings(source.Settings),
-            }
-            for name, source in registry.sources().items()
-        ]
-    }

@@ -14,15 +14,12 @@ from starlette.responses import Response
 
 from opendts.api.context import Guarded, TeamId, TransferId, request_id, run_guarded, runtime
 from opendts.auth.permissions import Access
-from opendts.connectors import registry
 from opendts.connectors.boundary import Boundary
-from opendts.connectors.describe import setup_settings
 from opendts.kit.envelope import data_response, json_response
-from opendts.kit.errors import InvalidParameter
 from opendts.kit.openapi import link, operation
 from opendts.kit.requests import json_object, required_choice
 from opendts.kit.secrets import SecretBox, box_for
-from opendts.transfers import api, schemas
+from opendts.transfers import api, catalogue, schemas
 
 router = APIRouter(tags=["Data Transfers"])
 
@@ -159,8 +156,13 @@ async def validate_transfer(request: Request, team_id: TeamId) -> Response:
     ),
 )
 async def available_sources(request: Request, team_id: TeamId) -> Response:
-    """Every source connector installed here, with its settings."""
-    data = await run_guarded(request, team_id, Access.READ, lambda ctx: api.available_sources())
+    """AvailableSourcesResponse: installed sources, the team's destinations, destination types."""
+    data = await run_guarded(
+        request,
+        team_id,
+        Access.READ,
+        lambda ctx: catalogue.available_sources(ctx.session, team_id),
+    )
     return json_response(data)
 
 
@@ -175,25 +177,17 @@ async def available_sources(request: Request, team_id: TeamId) -> Response:
     ),
 )
 async def available_options(request: Request, team_id: TeamId) -> Response:
-    """What a transfer from ``source_id`` into ``destination_id`` can be configured with."""
-    source_id = request.query_params.get("source_id")
-
-    def work(ctx: Guarded) -> dict[str, Any]:
-        if not source_id:
-            raise InvalidParameter("'source_id' is required: a source name, e.g. demo.")
-        try:
-            source = registry.get_source(source_id.lower())
-        except registry.UnknownConnector as exc:
-            raise InvalidParameter(f"'source_id': {exc}.") from None
-        return {
-            "source_id": source.name,
-            "destination_id": request.query_params.get("destination_id"),
-            "settings": setup_settings(source.Settings),
-            "refresh_modes": ["replace", "append", "overwrite"],
-            "schedule_intervals": ["daily", "hourly", "weekly", "monthly"],
-        }
-
-    data = await run_guarded(request, team_id, Access.READ, work)
+    """TransferOptionsResponse for ``source_id`` (into ``destination_id``, if given)."""
+    query = request.query_params
+    settings = runtime(request).settings
+    data = await run_guarded(
+        request,
+        team_id,
+        Access.READ,
+        lambda ctx: catalogue.available_options(
+            ctx.session, settings, team_id, query.get("source_id"), query.get("destination_id")
+        ),
+    )
     return json_response(data)
 
 
