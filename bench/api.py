@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE))
 from loadgen import LoadResult, build_request, run_load  # noqa: E402
 from opendts.auth.service import issue_key  # noqa: E402
 from opendts.backfills.models import Backfill  # noqa: E402
+from opendts.kit import registry  # noqa: E402, F401  (every table known before seeding)
 from opendts.kit.db import Database  # noqa: E402
 from opendts.transfers.models import Transfer  # noqa: E402
 
