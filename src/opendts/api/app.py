@@ -105,7 +105,7 @@ def create_app(
     app.state.runtime = Runtime(
         settings=settings,
         db=database,
-        limiter=RateLimiter(settings.rate_limit_per_hour, settings.rate_limit_storage_url),
+        limiter=RateLimiter(settings.rate_limit_per_hour, settings.resolved_rate_limit_storage_url),
         wake=wake or (lambda: None),
     )
     registry, api_metrics = metrics.api_registry(database)
