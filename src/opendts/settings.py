@@ -20,6 +20,12 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    api_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes serving the API on the one port (`serve --workers N`).",
+    )
     rate_limit_per_hour: int = Field(default=5000, ge=1)
     rate_limit_storage_url: str = Field(
         default="",
