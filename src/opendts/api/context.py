@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from opendts.auth.permissions import Access
 from opendts.auth.service import Principal, authenticate, authorize
-from opendts.kit.db import Database
+from opendts.kit.db import Database, Reader
 from opendts.kit.errors import TooManyRequests
 from opendts.kit.ratelimit import RateLimiter
 from opendts.settings import Settings
@@ -96,6 +96,19 @@ def authorization_of(request: Request) -> str | None:
     return None
 
 
+def _admit(request: Request, principal: Principal, team_id: int, access: Access) -> None:
+    """Spend rate budget (429), then authorise (403)."""
+    rate = runtime(request).limiter.hit(principal.key_lookup_id)
+    request.state.rate_limit = rate
+    if not rate.allowed:
+        raise TooManyRequests(
+            f"This key may make {rate.limit} requests an hour. "
+            f"Retry after {rate.retry_after} seconds.",
+            headers={"Retry-After": str(rate.retry_after)},
+        )
+    authorize(principal, team_id, access)
+
+
 @contextmanager
 def guarded(
     request: Request, team_id: int, access: Access, *, write: bool = False
@@ -108,20 +121,24 @@ def guarded(
     rt = runtime(request)
     with rt.db.session() as session:
         principal = authenticate(session, authorization_of(request))
-        rate = rt.limiter.hit(principal.key_lookup_id)
-        request.state.rate_limit = rate
-        if not rate.allowed:
-            raise TooManyRequests(
-                f"This key may make {rate.limit} requests an hour. "
-                f"Retry after {rate.retry_after} seconds.",
-                headers={"Retry-After": str(rate.retry_after)},
-            )
-        authorize(principal, team_id, access)
+        _admit(request, principal, team_id, access)
         if not write:
             yield Guarded(session, principal)
             return
     with rt.db.session(write=True) as write_session:
         yield Guarded(write_session, principal)
+
+
+def guarded_read(
+    request: Request, team_id: int, access: Access, work: Callable[[Reader, Principal], T]
+) -> T:
+    """``guarded`` for the hottest reads: authenticate (401), spend budget (429), authorise
+    (403), then ``work``, each on a ``Database.read`` connection instead of a session."""
+    db = runtime(request).db
+    authorization = authorization_of(request)
+    principal = db.read(lambda reader: authenticate(reader, authorization))
+    _admit(request, principal, team_id, access)
+    return db.read(lambda reader: work(reader, principal))
 
 
 async def run_guarded(
@@ -145,7 +162,21 @@ async def run_guarded(
         with guarded(request, team_id, access, write=write) as ctx:
             return work(ctx)
 
-    rt = runtime(request)
-    if not write and rt.db.dialect == "sqlite" and rt.limiter.local:
+    if not write and _inline(request):
         return call()
     return await run_in_threadpool(call)
+
+
+async def run_guarded_read(
+    request: Request, team_id: int, access: Access, work: Callable[[Reader, Principal], T]
+) -> T:
+    """Run ``work`` under ``guarded_read``, inline or in a worker thread as ``run_guarded``."""
+    if _inline(request):
+        return guarded_read(request, team_id, access, work)
+    return await run_in_threadpool(guarded_read, request, team_id, access, work)
+
+
+def _inline(request: Request) -> bool:
+    """Whether a read is cheaper on the event loop than in a worker thread (see above)."""
+    rt = runtime(request)
+    return rt.db.dialect == "sqlite" and rt.limiter.local

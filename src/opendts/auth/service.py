@@ -11,7 +11,7 @@ from opendts.auth import keys
 from opendts.auth.models import ApiKey
 from opendts.auth.permissions import ACCESS_RULES, ALL_SCOPES, ROLE_PERMISSIONS, Access, Role
 from opendts.kit.clock import utcnow
-from opendts.kit.db import get_or_not_found
+from opendts.kit.db import Reader, get_or_not_found
 from opendts.kit.driver_sql import DriverQuery
 from opendts.kit.errors import Forbidden, InvalidParameter, Unauthorized
 from opendts.teams.models import Membership
@@ -74,8 +74,9 @@ def _invalid_key() -> Unauthorized:
     )
 
 
-def authenticate(session: Session, authorization: str | None) -> Principal:
-    """Resolve an Authorization header to a principal, or raise 401."""
+def authenticate(session: Session | Reader, authorization: str | None) -> Principal:
+    """Resolve an Authorization header to a principal, or raise 401 (in a session, or on a
+    ``Database.read`` connection)."""
     token = bearer_token(authorization)
     parts = keys.split(token)
     if parts is None:

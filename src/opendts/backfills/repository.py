@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from opendts.backfills.models import INCOMPLETE_SQL, Backfill
 from opendts.backfills.status import ACTIVE
 from opendts.backfills.wire_sql import backfill_json
+from opendts.kit.db import Reader
 from opendts.kit.driver_sql import DriverQuery
 
 LIST_LIMIT = 100
@@ -49,7 +50,7 @@ def _incomplete_json_statement(dialect: str) -> Select[Any]:
 _INCOMPLETE_JSON = DriverQuery(_incomplete_json_statement)
 
 
-def incomplete_json_of_team(session: Session, team_id: int) -> bytes:
+def incomplete_json_of_team(session: Session | Reader, team_id: int) -> bytes:
     """The team's incomplete backfills as a JSON array, newest first, at most ``LIST_LIMIT``."""
     rows = _INCOMPLETE_JSON.rows(session, team_id=team_id)
     return b"[" + b",".join(row[0].encode() for row in rows) + b"]"

@@ -13,6 +13,7 @@ from opendts.backfills import repository, schemas
 from opendts.backfills.models import Backfill
 from opendts.backfills.status import BackfillStatus, can_transition
 from opendts.kit.clock import today, utcnow
+from opendts.kit.db import Reader
 from opendts.kit.errors import InvalidParameter, NotFound, Unprocessable
 from opendts.runs import repository as runs
 from opendts.transfers import repository as transfers
@@ -190,9 +191,9 @@ def _int_param(
     return int(value)
 
 
-def list_incomplete_json(session: Session, team_id: int) -> bytes:
+def list_incomplete_json(source: Session | Reader, team_id: int) -> bytes:
     """The team's incomplete backfills, newest first, as the contract's JSON array."""
-    return repository.incomplete_json_of_team(session, team_id)
+    return repository.incomplete_json_of_team(source, team_id)
 
 
 def cancel(session: Session, *, team_id: int, backfill_id: int, user_id: int) -> Backfill:

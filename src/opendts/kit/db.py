@@ -4,16 +4,22 @@ SQLite runs in WAL mode with a busy timeout. Write transactions on SQLite start 
 ``BEGIN IMMEDIATE`` so that check-then-insert rules (such as the backfill overlap rule) are
 serialised between threads and processes; reads use plain deferred transactions so they never
 wait for a writer. On PostgreSQL both scopes share one engine and rely on row locks.
+
+Besides the session scope, ``Database.read`` lends a bare driver connection in autocommit mode
+for the hottest reads (authentication and the backfill list, see ``kit.driver_sql``): no
+session, no BEGIN/COMMIT, and on PostgreSQL no liveness ping per request; a connection found
+dead is replaced and the read tried again once.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Dialect, Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from opendts.kit.errors import NotFound
@@ -68,16 +74,29 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
-def _postgresql_engine(url: str, *, autocommit: bool) -> Engine:
+def _postgresql_engine(
+    url: str, *, autocommit: bool, pre_ping: bool = True, pool_size: int = 10
+) -> Engine:
     # Reads run in autocommit: no BEGIN/COMMIT round trips for single-statement reads, and
     # every statement sees the latest committed data.
     return create_engine(
         url,
-        pool_size=10,
-        max_overflow=20,
-        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=2 * pool_size,
+        pool_pre_ping=pre_ping,
         isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """A pooled driver connection in autocommit mode, lent by ``Database.read``."""
+
+    connection: Any
+    dialect: Dialect
+
+
+T = TypeVar("T")
 
 
 ModelT = TypeVar("ModelT", bound=Base)
@@ -100,9 +119,15 @@ class Database:
         if is_sqlite(url):
             self.engine = _sqlite_engine(url, immediate=False)
             self.write_engine = _sqlite_engine(url, immediate=True)
+            # Read connections already run without a transaction until a session begins one.
+            self._reader_engine = self.engine
         else:
             self.engine = _postgresql_engine(url, autocommit=True)
             self.write_engine = _postgresql_engine(url, autocommit=False)
+            # Its own small pool without the ping: a dead connection is retried instead.
+            self._reader_engine = _postgresql_engine(
+                url, autocommit=True, pre_ping=False, pool_size=5
+            )
         # SQLite has one writer at a time. Queueing this process's writers on a lock, rather
         # than on SQLite's busy handler (which sleeps and retries), keeps write latency flat
         # under concurrent requests; other processes still wait through the busy timeout.
@@ -128,8 +153,28 @@ class Database:
                 session.rollback()
                 raise
 
+    def read(self, work: Callable[[Reader], T]) -> T:
+        """Run ``work`` on a pooled driver connection outside any transaction.
+
+        For hot reads that are one statement each (each sees the latest committed data).
+        A connection that turns out dead (the database restarted, a failover, terminated
+        backends) is discarded and ``work`` runs once more on a fresh one, so it must be
+        safe to repeat: reads only.
+        """
+        dialect = self._reader_engine.dialect
+        for attempt in (1, 2):
+            pooled = self._reader_engine.raw_connection()
+            try:
+                return work(Reader(pooled.dbapi_connection, dialect))
+            except dialect.loaded_dbapi.Error as exc:
+                if attempt == 2 or not dialect.is_disconnect(exc, pooled.dbapi_connection, None):
+                    raise
+                pooled.invalidate(exc)
+            finally:
+                pooled.close()
+        raise AssertionError("unreachable")  # the loop returns or raises
+
     def dispose(self) -> None:
         """Close every pooled connection."""
-        self.engine.dispose()
-        if self.write_engine is not self.engine:
-            self.write_engine.dispose()
+        for engine in {self.engine, self.write_engine, self._reader_engine}:
+            engine.dispose()

@@ -15,6 +15,8 @@ from sqlalchemy.engine.interfaces import Compiled
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 
+from opendts.kit.db import Reader
+
 
 class DriverQuery:
     """A Core SELECT, built and compiled once per dialect, executed on the raw cursor."""
@@ -23,10 +25,15 @@ class DriverQuery:
         self._build = build
         self._compiled: dict[str, tuple[str, Compiled]] = {}
 
-    def rows(self, session: Session, **params: Any) -> list[tuple[Any, ...]]:
-        """All rows for ``params`` (the statement's bind parameters, by name)."""
-        connection = session.connection()
-        dialect = connection.dialect
+    def rows(self, source: Session | Reader, **params: Any) -> list[tuple[Any, ...]]:
+        """All rows for ``params`` (the statement's bind parameters, by name), in the session's
+        transaction or on a ``Database.read`` connection."""
+        if isinstance(source, Reader):
+            dialect, dbapi_connection = source.dialect, source.connection
+        else:
+            connection = source.connection()
+            dialect = connection.dialect
+            dbapi_connection = connection.connection.dbapi_connection
         entry = self._compiled.get(dialect.name)
         if entry is None:
             fresh: Compiled = self._build(dialect.name).compile(dialect=dialect)
@@ -36,7 +43,6 @@ class DriverQuery:
         assert values is not None
         positions = getattr(compiled, "positiontup", None)
         arguments: Any = tuple(values[name] for name in positions) if positions else values
-        dbapi_connection = connection.connection.dbapi_connection
         assert dbapi_connection is not None
         cursor = dbapi_connection.cursor()
         try:
