@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Dialect, Engine, MetaData, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from opendts.kit.errors import NotFound
+from opendts.kit.filelock import MachineLock
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -128,10 +131,19 @@ class Database:
             self._reader_engine = _postgresql_engine(
                 url, autocommit=True, pre_ping=False, pool_size=5
             )
-        # SQLite has one writer at a time. Queueing this process's writers on a lock, rather
-        # than on SQLite's busy handler (which sleeps and retries), keeps write latency flat
-        # under concurrent requests; other processes still wait through the busy timeout.
-        self._write_lock: threading.RLock | None = threading.RLock() if is_sqlite(url) else None
+        # SQLite has one writer at a time. Queueing writers on a lock, rather than on SQLite's
+        # busy handler (which sleeps and retries), keeps write latency flat under concurrent
+        # requests: a lock file next to the database queues the writers of every process on
+        # the machine (``serve --workers N``, admin commands), a plain lock those of an
+        # in-memory database.
+        self._write_lock: AbstractContextManager[Any] | None = None
+        if is_sqlite(url):
+            path = make_url(url).database
+            self._write_lock = (
+                MachineLock(Path(f"{path}.writelock"))
+                if path and path != ":memory:" and not path.startswith("file:")
+                else threading.RLock()
+            )
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
 

@@ -1,13 +1,14 @@
 """A ``limits`` storage in one SQLite file, so the API processes of one machine share budgets.
 
-``opendts serve --workers N`` runs N API processes: with in-process counters a key would get
-N times its budget. Redis shares budgets between machines, but an installation on one machine
+``opendts serve --workers N`` runs N API processes: with in-process counters a key would get N
+times its budget. Redis shares budgets between machines, but an installation on one machine
 should not need a Redis server for that, so the default storage is this file in the data folder
 (``sqlite:///<data dir>/ratelimits.db``). Each spend is one ``INSERT … ON CONFLICT … RETURNING``
 statement in autocommit mode: atomic across processes, about 20 µs, and never waiting on the
-metadata database's writer. The file is in WAL mode with ``synchronous=NORMAL``: a spend
-never waits for the disk (a power cut may lose the last few increments, which costs nothing)
-and the file cannot be corrupted by a crash.
+metadata database's writer. Processes take turns through a lock file (``kit.filelock``), so a
+spend waits for the one before it, not for SQLite's busy handler to wake up. The file is in WAL
+mode with ``synchronous=NORMAL``: a spend never waits for the disk (a power cut may lose the
+last few increments, which costs nothing) and the file cannot be corrupted by a crash.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from limits.storage import Storage
+
+from opendts.kit.filelock import MachineLock
 
 SCHEME = "sqlite"
 #: How often a process deletes windows that ended (they are reset in place when hit again).
@@ -61,6 +64,7 @@ class SQLiteStorage(Storage):
         super().__init__(uri, wrap_exceptions=wrap_exceptions)
         self.path = path_of(uri)
         self._lock = threading.Lock()
+        self._writers = MachineLock(self.path.with_name(self.path.name + ".lock"))
         self._connection: sqlite3.Connection | None = None
         self._pid = 0
         self._purge_after = 0.0
@@ -86,9 +90,9 @@ class SQLiteStorage(Storage):
     def spend(self, key: str, expiry: float, amount: int = 1) -> tuple[int, float]:
         """Add ``amount`` to ``key``'s window; return what the window has spent and when it
         resets (epoch seconds), in one atomic statement."""
-        now = time.time()
-        with self._lock:
+        with self._lock, self._writers:
             connection = self._connect()
+            now = time.time()
             spent, resets_at = connection.execute(_SPEND, (key, amount, now, expiry)).fetchone()
             if now >= self._purge_after:
                 self._purge_after = now + PURGE_SECONDS
@@ -127,9 +131,9 @@ class SQLiteStorage(Storage):
         return True
 
     def reset(self) -> int | None:
-        with self._lock:
+        with self._lock, self._writers:
             return self._connect().execute("DELETE FROM budgets").rowcount
 
     def clear(self, key: str) -> None:
-        with self._lock:
+        with self._lock, self._writers:
             self._connect().execute("DELETE FROM budgets WHERE key = ?", (key,))
