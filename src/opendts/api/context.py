@@ -115,18 +115,22 @@ def guarded(
 ) -> Iterator[Guarded]:
     """Authenticate (401), spend rate budget (429), authorise (403), then yield a session.
 
-    Read endpoints reuse the authentication session; write endpoints get a write scope so
+    Read endpoints reuse the authentication session; write endpoints authenticate on a
+    ``Database.read`` connection (no session of its own), then get a write scope so
     check-then-write rules are serialised.
     """
     rt = runtime(request)
+    if write:
+        authorization = authorization_of(request)
+        principal = rt.db.read(lambda reader: authenticate(reader, authorization))
+        _admit(request, principal, team_id, access)
+        with rt.db.session(write=True) as write_session:
+            yield Guarded(write_session, principal)
+        return
     with rt.db.session() as session:
         principal = authenticate(session, authorization_of(request))
         _admit(request, principal, team_id, access)
-        if not write:
-            yield Guarded(session, principal)
-            return
-    with rt.db.session(write=True) as write_session:
-        yield Guarded(write_session, principal)
+        yield Guarded(session, principal)
 
 
 def guarded_read(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -17,7 +17,7 @@ from opendts.kit.db import Reader
 from opendts.kit.errors import InvalidParameter, NotFound, Unprocessable
 from opendts.runs import repository as runs
 from opendts.transfers import repository as transfers
-from opendts.transfers.models import Transfer, TransferState
+from opendts.transfers.models import TransferState
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,16 +71,16 @@ def check_range(range_start: date, range_end: date, rules: RangeRules) -> int:
     return days
 
 
-def _check_transfer_accepts(transfer: Transfer) -> None:
-    if transfer.deleted_at is not None:
+def _check_transfer_accepts(transfer_id: int, state: str, deleted_at: datetime | None) -> None:
+    if deleted_at is not None:
         raise Unprocessable(
-            f"Transfer {transfer.id} was deleted; it cannot be backfilled.",
+            f"Transfer {transfer_id} was deleted; it cannot be backfilled.",
             code="TRANSFER_DELETED",
             message="Transfer deleted",
         )
-    if transfer.state == TransferState.PAUSED:
+    if state == TransferState.PAUSED:
         raise Unprocessable(
-            f"Transfer {transfer.id} is paused. Unpause it, then create the backfill.",
+            f"Transfer {transfer_id} is paused. Unpause it, then create the backfill.",
             code="TRANSFER_PAUSED",
             message="Transfer paused",
         )
@@ -96,22 +96,18 @@ def create(
     range_end: date,
     rules: RangeRules,
 ) -> Backfill:
-    """Create a backfill in status CREATED, refusing overlaps with active ones."""
+    """Create a backfill in status CREATED, refusing overlaps with active ones.
+
+    The returned backfill is not in ``session`` (it was inserted with one Core statement, the
+    hot write path): read it, or ``repository.get_in_team`` it to change it.
+    """
     # The row lock serialises concurrent creates for one transfer on PostgreSQL; on SQLite
     # the write scope's BEGIN IMMEDIATE does the same for the whole database.
-    transfer = transfers.get_in_team(session, team_id, transfer_id, lock=True)
+    transfer = transfers.lock_state(session, team_id, transfer_id)
     if transfer is None:
         raise _transfer_not_found(transfer_id)
-    _check_transfer_accepts(transfer)
+    _check_transfer_accepts(transfer_id, *transfer)
     days = check_range(range_start, range_end, rules)
-    overlap = repository.active_overlapping(session, transfer_id, range_start, range_end)
-    if overlap is not None:
-        raise Unprocessable(
-            f"Backfill {overlap.id} ({overlap.range_start} to {overlap.range_end}, "
-            f"{overlap.status}) already covers part of this range. Cancel it or pick other dates.",
-            code="BACKFILL_OVERLAP",
-            message="Overlapping backfill",
-        )
     backfill = Backfill(
         team_id=team_id,
         transfer_id=transfer_id,
@@ -125,8 +121,17 @@ def create(
         runs_completed=0,
         runs_failed=0,
     )
-    session.add(backfill)
-    session.flush()
+    new_id = repository.insert_unless_overlapping(session, backfill)
+    if new_id is None:
+        overlap = repository.active_overlapping(session, transfer_id, range_start, range_end)
+        assert overlap is not None  # nothing else keeps the row out
+        raise Unprocessable(
+            f"Backfill {overlap.id} ({overlap.range_start} to {overlap.range_end}, "
+            f"{overlap.status}) already covers part of this range. Cancel it or pick other dates.",
+            code="BACKFILL_OVERLAP",
+            message="Overlapping backfill",
+        )
+    backfill.id = new_id
     notify_workers(session)
     return backfill
 
