@@ -137,12 +137,20 @@ def guarded_read(
     request: Request, team_id: int, access: Access, work: Callable[[Reader, Principal], T]
 ) -> T:
     """``guarded`` for the hottest reads: authenticate (401), spend budget (429), authorise
-    (403), then ``work``, each on a ``Database.read`` connection instead of a session."""
-    db = runtime(request).db
+    (403), then ``work``, on one ``Database.read`` connection instead of a session."""
     authorization = authorization_of(request)
-    principal = db.read(lambda reader: authenticate(reader, authorization))
-    _admit(request, principal, team_id, access)
-    return db.read(lambda reader: work(reader, principal))
+    admitted: list[Principal] = []
+
+    def read(reader: Reader) -> T:
+        # Tried again on a fresh connection if the database dropped this one: the budget
+        # is spent once, however often the read is tried.
+        if not admitted:
+            principal = authenticate(reader, authorization)
+            _admit(request, principal, team_id, access)
+            admitted.append(principal)
+        return work(reader, admitted[0])
+
+    return runtime(request).db.read(read)
 
 
 async def run_guarded(

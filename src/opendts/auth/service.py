@@ -83,7 +83,9 @@ def authenticate(session: Session | Reader, authorization: str | None) -> Princi
         keys.matches(token, _DUMMY_HASH)  # spend the same time as a real comparison
         raise _invalid_key()
     lookup_id, secret = parts
-    rows = _KEY_WITH_ROLES.rows(session, lookup_id=lookup_id)
+    # On a read connection, a key unchanged since its last request is not read again; any
+    # commit (a revocation, a membership change) makes the next request read it.
+    rows = _KEY_WITH_ROLES.rows(session, reuse=True, lookup_id=lookup_id)
     stored_hash = rows[0][2] if rows else _DUMMY_HASH
     if not keys.matches(secret, stored_hash) or not rows or rows[0][4] is not None:
         raise _invalid_key()

@@ -52,7 +52,7 @@ _INCOMPLETE_JSON = DriverQuery(_incomplete_json_statement)
 
 def incomplete_json_of_team(session: Session | Reader, team_id: int) -> bytes:
     """The team's incomplete backfills as a JSON array, newest first, at most ``LIST_LIMIT``."""
-    rows = _INCOMPLETE_JSON.rows(session, team_id=team_id)
+    rows = _INCOMPLETE_JSON.rows(session, reuse=True, team_id=team_id)
     return b"[" + b",".join(row[0].encode() for row in rows) + b"]"
 
 

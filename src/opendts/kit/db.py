@@ -97,6 +97,20 @@ class Reader:
 
     connection: Any
     dialect: Dialect
+    #: Kept with the driver connection for its lifetime (across checkouts): see ``change_token``.
+    memo: dict[Any, Any]
+
+    def change_token(self) -> tuple[int, int] | None:
+        """A value that stays the same exactly as long as nothing was committed to the
+        database, by any connection of any process; None where there is no cheap one.
+
+        SQLite: ``PRAGMA data_version`` changes when another connection commits, and the
+        connection's ``total_changes`` when this one writes. PostgreSQL has no counterpart.
+        """
+        if self.dialect.name != "sqlite":
+            return None
+        version = self.connection.execute("PRAGMA data_version").fetchone()[0]
+        return int(version), int(self.connection.total_changes)
 
 
 T = TypeVar("T")
@@ -177,7 +191,7 @@ class Database:
         for attempt in (1, 2):
             pooled = self._reader_engine.raw_connection()
             try:
-                return work(Reader(pooled.dbapi_connection, dialect))
+                return work(Reader(pooled.dbapi_connection, dialect, pooled.info))
             except dialect.loaded_dbapi.Error as exc:
                 if attempt == 2 or not dialect.is_disconnect(exc, pooled.dbapi_connection, None):
                     raise
