@@ -125,8 +125,12 @@ def _stop_with_supervisor(grace: float) -> None:
 
     def watch() -> None:
         wait([sentinel])
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(grace)
+        # Repeated: a SIGTERM that arrives just before uvicorn takes over the signals would
+        # be swallowed by the handler ``api_process`` installs for uvicorn's re-raise.
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1.0)
         os._exit(1)
 
     threading.Thread(target=watch, name="opendts-supervisor-watch", daemon=True).start()
@@ -234,17 +238,21 @@ class Supervisor:
                 self._processes[index] = self._spawn(index)
 
     def _stop_all(self) -> None:
-        for process in self._processes:
-            if process.is_alive():
-                process.terminate()
         # Each drains its requests; one that takes longer than the engine's grace is killed.
+        # SIGTERM is repeated each second: one sent while a process is still starting could
+        # fall between its handlers (see ``_stop_with_supervisor``).
         deadline = time.monotonic() + self.settings.shutdown_grace_seconds + 5
+        while (running := [p for p in self._processes if p.is_alive()]) and (
+            time.monotonic() < deadline
+        ):
+            for process in running:
+                process.terminate()
+            wait([p.sentinel for p in running], timeout=1.0)
         for process in self._processes:
-            process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 log.warning("API process %s did not stop in time; killing it", process.name)
                 process.kill()
-                process.join()
+            process.join()
 
     def _relay_wakes(self) -> None:
         assert self._wake_pair is not None and self._wake is not None
