@@ -20,9 +20,18 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    api_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes serving the API on the one port (`serve --workers N`).",
+    )
     rate_limit_per_hour: int = Field(default=5000, ge=1)
     rate_limit_storage_url: str = Field(
-        default="memory://", description="limits storage URI, e.g. redis://127.0.0.1:6379/0."
+        default="",
+        description="Where per-key budgets are counted: empty for a file in the data folder "
+        "(shared by this machine's processes), redis://host:6379/0 to share them between "
+        "machines, memory:// for one process.",
     )
     max_backfill_days: int = Field(default=3660, ge=1)
     max_queued_runs_per_team: int = Field(
@@ -154,6 +163,13 @@ class Settings(BaseSettings):
     def heartbeat_seconds(self) -> float:
         """Leases are renewed three times per lease period."""
         return self.lease_seconds / 3
+
+    @property
+    def resolved_rate_limit_storage_url(self) -> str:
+        """The rate-limit storage URI, a SQLite file in the data folder unless configured."""
+        if self.rate_limit_storage_url:
+            return self.rate_limit_storage_url
+        return f"sqlite:///{(self.data_dir / 'ratelimits.db').resolve()}"
 
     @property
     def resolved_database_url(self) -> str:

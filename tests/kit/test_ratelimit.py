@@ -1,8 +1,11 @@
-"""The per-key hourly budget: 429 with Retry-After, separate per key, shareable through Redis."""
+"""The per-key hourly budget: 429 with Retry-After, separate per key, shared by the processes
+of a machine (a file in the data folder) or of several machines (Redis)."""
 
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -10,6 +13,8 @@ from starlette.testclient import TestClient
 
 from opendts.api.app import create_app
 from opendts.kit.db import Database
+from opendts.kit.ratelimit import RateLimiter
+from opendts.kit.ratelimit_sqlite import SQLiteStorage
 from opendts.settings import Settings
 from tests.databases import ON_CI
 from tests.factories import Account, make_account
@@ -86,3 +91,52 @@ def test_budgets_above_the_contract_cap_are_enforced_but_reported_capped(
     assert response.status_code == 200
     assert response.headers["X-RateLimit-Limit"] == "10000"
     assert response.headers["X-RateLimit-Remaining"] == "10000"
+
+
+def test_default_storage_is_shared_by_apps_of_one_data_folder(
+    settings: Settings, db: Database, account: Account, tmp_path: Path
+) -> None:
+    # Two apps on one data folder stand for two API processes of one installation.
+    first, second = limited_client(settings, db), limited_client(settings, db)
+    url = f"/v1/teams/{account.team_id}/backfills"
+    statuses = [
+        c.get(url, headers=account.headers).status_code for c in (first, second, first, second)
+    ]
+    assert statuses == [200, 200, 200, 429]
+    assert (settings.data_dir / "ratelimits.db").exists()
+    # Another installation (data folder) counts on its own.
+    elsewhere = limited_client(settings.model_copy(update={"data_dir": tmp_path / "other"}), db)
+    assert elsewhere.get(url, headers=account.headers).status_code == 200
+
+
+def test_memory_storage_stays_in_one_process(
+    settings: Settings, db: Database, account: Account
+) -> None:
+    first = limited_client(settings, db, rate_limit_storage_url="memory://")
+    second = limited_client(settings, db, rate_limit_storage_url="memory://")
+    url = f"/v1/teams/{account.team_id}/backfills"
+    statuses = [c.get(url, headers=account.headers).status_code for c in (first,) * 3 + (second,)]
+    assert statuses == [200, 200, 200, 200]
+
+
+def test_file_window_resets_after_its_period(tmp_path: Path) -> None:
+    storage = SQLiteStorage(f"sqlite:///{tmp_path / 'budgets.db'}")
+    assert [storage.spend("k", 0.3)[0] for _ in range(3)] == [1, 2, 3]
+    assert storage.get("k") == 3 and storage.get("other") == 0
+    resets_at = storage.get_expiry("k")
+    assert time.time() < resets_at <= time.time() + 0.3
+    time.sleep(0.35)
+    assert storage.get("k") == 0
+    assert storage.spend("k", 0.3)[0] == 1  # a new window
+    storage.clear("k")
+    assert storage.get("k") == 0
+
+
+def test_limiter_reports_the_same_state_with_the_file_and_in_memory(tmp_path: Path) -> None:
+    on_file = RateLimiter(2, f"sqlite:///{tmp_path / 'budgets.db'}")
+    in_memory = RateLimiter(2, "memory://")
+    for _ in range(3):
+        a, b = on_file.hit("key"), in_memory.hit("key")
+        assert (a.allowed, a.remaining, a.limit) == (b.allowed, b.remaining, b.limit)
+        assert abs(a.retry_after - b.retry_after) <= 1
+    assert not a.allowed and a.remaining == 0

@@ -105,7 +105,7 @@ def create_app(
         redoc_url=None,
         redirect_slashes=False,
     )
-    limiter = RateLimiter(settings.rate_limit_per_hour, settings.rate_limit_storage_url)
+    limiter = RateLimiter(settings.rate_limit_per_hour, settings.resolved_rate_limit_storage_url)
     app.state.runtime = Runtime(
         settings=settings,
         db=database,

@@ -19,7 +19,7 @@ from opendts.auth.service import Principal, authenticate, authenticate_ui_sessio
 from opendts.auth.sessions import SessionPolicy
 from opendts.auth.sessions import touch as touch_ui_session
 from opendts.kit.clock import utcnow
-from opendts.kit.db import Database
+from opendts.kit.db import Database, Reader
 from opendts.kit.errors import TooManyRequests, Unauthorized
 from opendts.kit.ratelimit import RateLimiter
 from opendts.kit.streams import StreamSlots
@@ -152,29 +152,50 @@ def session_policy(settings: Settings) -> SessionPolicy:
     )
 
 
-def authenticate_credentials(rt: Runtime, session: Session, credentials: Credentials) -> Principal:
+def authenticate_credentials(
+    rt: Runtime, source: Session | Reader, credentials: Credentials
+) -> Principal:
     """The principal behind ``credentials``, or 401; 429 instead once the client address has
     failed too often (a valid key still passes: it has its own budget). A dashboard session's
     use is recorded (in its own short write scope, at most once a minute)."""
     try:
-        return _authenticate(rt, session, credentials)
+        return _authenticate(rt, source, credentials)
     except Unauthorized:
         if credentials.presented:
             spend(rt.failed_auth, credentials.client, "failed authentications")
         raise
 
 
-def _authenticate(rt: Runtime, session: Session, credentials: Credentials) -> Principal:
+def _authenticate(rt: Runtime, source: Session | Reader, credentials: Credentials) -> Principal:
     if credentials.ui_session is None:
-        return authenticate(session, credentials.authorization)
+        return authenticate(source, credentials.authorization)
     now = utcnow()
-    principal, stale = authenticate_ui_session(
-        session, credentials.ui_session, session_policy(rt.settings), now
-    )
+    if isinstance(source, Session):
+        principal, stale = authenticate_ui_session(
+            source, credentials.ui_session, session_policy(rt.settings), now
+        )
+    else:  # dashboard sessions are read through the ORM
+        with rt.db.session() as session:
+            principal, stale = authenticate_ui_session(
+                session, credentials.ui_session, session_policy(rt.settings), now
+            )
     if stale is not None:
         with rt.db.session(write=True) as write_session:
             touch_ui_session(write_session, stale, now)
     return principal
+
+
+def _admit(request: Request, principal: Principal, team_id: int, access: Access) -> None:
+    """Spend rate budget (429), then authorise (403)."""
+    rate = runtime(request).limiter.hit(principal.key_lookup_id)
+    request.state.rate_limit = rate
+    if not rate.allowed:
+        raise TooManyRequests(
+            f"This key may make {rate.limit} requests an hour. "
+            f"Retry after {rate.retry_after} seconds.",
+            headers={"Retry-After": str(rate.retry_after)},
+        )
+    authorize(principal, team_id, access)
 
 
 @contextmanager
@@ -183,26 +204,43 @@ def guarded(
 ) -> Iterator[Guarded]:
     """Authenticate (401), spend rate budget (429), authorise (403), then yield a session.
 
-    Read endpoints reuse the authentication session; write endpoints get a write scope so
+    Read endpoints reuse the authentication session; write endpoints authenticate on a
+    ``Database.read`` connection (no session of its own), then get a write scope so
     check-then-write rules are serialised.
     """
     rt = runtime(request)
+    credentials = credentials_of(request)
+    if write:
+        principal = rt.db.read(lambda reader: authenticate_credentials(rt, reader, credentials))
+        _admit(request, principal, team_id, access)
+        with rt.db.session(write=True) as write_session:
+            yield Guarded(write_session, principal)
+        return
     with rt.db.session() as session:
-        principal = authenticate_credentials(rt, session, credentials_of(request))
-        rate = rt.limiter.hit(principal.key_lookup_id)
-        request.state.rate_limit = rate
-        if not rate.allowed:
-            raise TooManyRequests(
-                f"This key may make {rate.limit} requests an hour. "
-                f"Retry after {rate.retry_after} seconds.",
-                headers={"Retry-After": str(rate.retry_after)},
-            )
-        authorize(principal, team_id, access)
-        if not write:
-            yield Guarded(session, principal)
-            return
-    with rt.db.session(write=True) as write_session:
-        yield Guarded(write_session, principal)
+        principal = authenticate_credentials(rt, session, credentials)
+        _admit(request, principal, team_id, access)
+        yield Guarded(session, principal)
+
+
+def guarded_read(
+    request: Request, team_id: int, access: Access, work: Callable[[Reader, Principal], T]
+) -> T:
+    """``guarded`` for the hottest reads: authenticate (401), spend budget (429), authorise
+    (403), then ``work``, on one ``Database.read`` connection instead of a session."""
+    rt = runtime(request)
+    credentials = credentials_of(request)
+    admitted: list[Principal] = []
+
+    def read(reader: Reader) -> T:
+        # Tried again on a fresh connection if the database dropped this one: the budget
+        # is spent once, however often the read is tried.
+        if not admitted:
+            principal = authenticate_credentials(rt, reader, credentials)
+            _admit(request, principal, team_id, access)
+            admitted.append(principal)
+        return work(reader, admitted[0])
+
+    return rt.db.read(read)
 
 
 async def run_guarded(
@@ -226,9 +264,23 @@ async def run_guarded(
         with guarded(request, team_id, access, write=write) as ctx:
             return work(ctx)
 
-    rt = runtime(request)
-    # A dashboard session may record its use (a write): off the event loop.
-    by_key = credentials_of(request).ui_session is None
-    if not write and by_key and rt.db.dialect == "sqlite" and rt.limiter.local:
+    if not write and _inline(request):
         return call()
     return await run_in_threadpool(call)
+
+
+async def run_guarded_read(
+    request: Request, team_id: int, access: Access, work: Callable[[Reader, Principal], T]
+) -> T:
+    """Run ``work`` under ``guarded_read``, inline or in a worker thread as ``run_guarded``."""
+    if _inline(request):
+        return guarded_read(request, team_id, access, work)
+    return await run_in_threadpool(guarded_read, request, team_id, access, work)
+
+
+def _inline(request: Request) -> bool:
+    """Whether a read is cheaper on the event loop than in a worker thread (see above). A
+    dashboard session may record its use (a write): never on the event loop."""
+    rt = runtime(request)
+    by_key = credentials_of(request).ui_session is None
+    return by_key and rt.db.dialect == "sqlite" and rt.limiter.local

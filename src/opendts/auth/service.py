@@ -12,7 +12,7 @@ from opendts.auth import keys, sessions
 from opendts.auth.models import ApiKey
 from opendts.auth.permissions import ACCESS_RULES, ALL_SCOPES, ROLE_PERMISSIONS, Access, Role
 from opendts.kit.clock import utcnow
-from opendts.kit.db import get_or_not_found
+from opendts.kit.db import Reader, get_or_not_found
 from opendts.kit.driver_sql import DriverQuery
 from opendts.kit.errors import Forbidden, InvalidParameter, Unauthorized
 from opendts.teams.models import Membership
@@ -75,15 +75,18 @@ def _invalid_key() -> Unauthorized:
     )
 
 
-def authenticate(session: Session, authorization: str | None) -> Principal:
-    """Resolve an Authorization header to a principal, or raise 401."""
+def authenticate(session: Session | Reader, authorization: str | None) -> Principal:
+    """Resolve an Authorization header to a principal, or raise 401 (in a session, or on a
+    ``Database.read`` connection)."""
     token = bearer_token(authorization)
     parts = keys.split(token)
     if parts is None:
         keys.matches(token, _DUMMY_HASH)  # spend the same time as a real comparison
         raise _invalid_key()
     lookup_id, secret = parts
-    rows = _KEY_WITH_ROLES.rows(session, lookup_id=lookup_id)
+    # On a read connection, a key unchanged since its last request is not read again; any
+    # commit (a revocation, a membership change) makes the next request read it.
+    rows = _KEY_WITH_ROLES.rows(session, reuse=True, lookup_id=lookup_id)
     stored_hash = rows[0][2] if rows else _DUMMY_HASH
     if not keys.matches(secret, stored_hash) or not rows or rows[0][4] is not None:
         raise _invalid_key()

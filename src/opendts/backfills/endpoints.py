@@ -22,6 +22,7 @@ from opendts.api.context import (
     credentials_of,
     request_id,
     run_guarded,
+    run_guarded_read,
     runtime,
 )
 from opendts.auth.permissions import Access
@@ -131,11 +132,11 @@ async def list_incomplete_backfills(request: Request, team_id: TeamId) -> Respon
             lambda ctx: service.list_filtered(ctx.session, team_id, params),
         )
         return data_response(request_id(request), data)
-    data_json = await run_guarded(
+    data_json = await run_guarded_read(
         request,
         team_id,
         Access.READ,
-        lambda ctx: service.list_incomplete_json(ctx.session, team_id),
+        lambda reader, _principal: service.list_incomplete_json(reader, team_id),
     )
     return raw_data_response(request_id(request), data_json)
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select, text
+from sqlalchemy import Select, Table, bindparam, exists, func, insert, literal_column, select, text
 from sqlalchemy.orm import Session
 
 from opendts.backfills.models import INCOMPLETE_SQL, Backfill
 from opendts.backfills.status import ACTIVE
 from opendts.backfills.wire_sql import backfill_json
+from opendts.kit.db import Reader
 from opendts.kit.driver_sql import DriverQuery
 from opendts.teams.models import Team
 
@@ -50,10 +51,71 @@ def _incomplete_json_statement(dialect: str) -> Select[Any]:
 _INCOMPLETE_JSON = DriverQuery(_incomplete_json_statement)
 
 
-def incomplete_json_of_team(session: Session, team_id: int) -> bytes:
+def incomplete_json_of_team(session: Session | Reader, team_id: int) -> bytes:
     """The team's incomplete backfills as a JSON array, newest first, at most ``LIST_LIMIT``."""
-    rows = _INCOMPLETE_JSON.rows(session, team_id=team_id)
+    rows = _INCOMPLETE_JSON.rows(session, reuse=True, team_id=team_id)
     return b"[" + b",".join(row[0].encode() for row in rows) + b"]"
+
+
+def _insert_unless_overlapping() -> Any:
+    # INSERT … SELECT … WHERE NOT EXISTS: the overlap check and the insert in one statement.
+    # It runs after the transfer's row lock was taken, so (read committed) it sees every
+    # backfill committed by an earlier create of the same transfer.
+    b = Backfill.__table__.c
+    columns = [
+        "team_id",
+        "transfer_id",
+        "range_start",
+        "range_end",
+        "status",
+        "created_time",
+        "created_user_id",
+        "runs_total",
+        "runs_created",
+        "runs_completed",
+        "runs_failed",
+    ]
+    overlap: Select[Any] = (
+        select(literal_column("1"))
+        .select_from(Backfill.__table__)
+        .where(
+            b.transfer_id == bindparam("transfer_id"),
+            b.status.in_([s.value for s in sorted(ACTIVE)]),
+            b.range_start <= bindparam("range_end"),
+            b.range_end >= bindparam("range_start"),
+        )
+    )
+    values = select(*(bindparam(name, type_=b[name].type) for name in columns)).where(
+        ~exists(overlap)
+    )
+    table = Backfill.__table__
+    assert isinstance(table, Table)
+    return insert(table).from_select(columns, values).returning(b.id)
+
+
+_INSERT_UNLESS_OVERLAPPING = _insert_unless_overlapping()
+
+
+def insert_unless_overlapping(session: Session, backfill: Backfill) -> int | None:
+    """Insert ``backfill`` (not added to the session) unless an active backfill of its
+    transfer shares a date; its new id, or None when one does."""
+    row = session.execute(
+        _INSERT_UNLESS_OVERLAPPING,
+        {
+            "team_id": backfill.team_id,
+            "transfer_id": backfill.transfer_id,
+            "range_start": backfill.range_start,
+            "range_end": backfill.range_end,
+            "status": backfill.status,
+            "created_time": backfill.created_time,
+            "created_user_id": backfill.created_user_id,
+            "runs_total": backfill.runs_total,
+            "runs_created": backfill.runs_created,
+            "runs_completed": backfill.runs_completed,
+            "runs_failed": backfill.runs_failed,
+        },
+    ).first()
+    return int(row[0]) if row is not None else None
 
 
 def active_overlapping(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -14,10 +14,11 @@ from opendts.backfills import repository, schemas
 from opendts.backfills.models import Backfill
 from opendts.backfills.status import BackfillStatus, can_transition
 from opendts.kit.clock import today, utcnow
+from opendts.kit.db import Reader
 from opendts.kit.errors import InvalidParameter, NotFound, Unprocessable
 from opendts.runs import repository as runs
 from opendts.transfers import repository as transfers
-from opendts.transfers.models import Transfer, TransferState
+from opendts.transfers.models import TransferState
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,16 +74,16 @@ def check_range(range_start: date, range_end: date, rules: RangeRules) -> int:
     return days
 
 
-def _check_transfer_accepts(transfer: Transfer) -> None:
-    if transfer.deleted_at is not None:
+def _check_transfer_accepts(transfer_id: int, state: str, deleted_at: datetime | None) -> None:
+    if deleted_at is not None:
         raise Unprocessable(
-            f"Transfer {transfer.id} was deleted; it cannot be backfilled.",
+            f"Transfer {transfer_id} was deleted; it cannot be backfilled.",
             code="TRANSFER_DELETED",
             message="Transfer deleted",
         )
-    if transfer.state == TransferState.PAUSED:
+    if state == TransferState.PAUSED:
         raise Unprocessable(
-            f"Transfer {transfer.id} is paused. Unpause it, then create the backfill.",
+            f"Transfer {transfer_id} is paused. Unpause it, then create the backfill.",
             code="TRANSFER_PAUSED",
             message="Transfer paused",
         )
@@ -98,23 +99,21 @@ def create(
     range_end: date,
     rules: RangeRules,
 ) -> Backfill:
-    """Create a backfill in status CREATED, refusing overlaps with active ones."""
+    """Create a backfill in status CREATED, refusing overlaps with active ones.
+
+    The returned backfill is not in ``session`` (it was inserted with one Core statement, the
+    hot write path): read it, or ``repository.get_in_team`` it to change it.
+    """
     # The row lock serialises concurrent creates for one transfer on PostgreSQL; on SQLite
     # the write scope's BEGIN IMMEDIATE does the same for the whole database.
-    transfer = transfers.get_in_team(session, team_id, transfer_id, lock=True)
+    transfer = transfers.lock_state(session, team_id, transfer_id)
     if transfer is None:
         raise _transfer_not_found(transfer_id)
-    _check_transfer_accepts(transfer)
+    _check_transfer_accepts(transfer_id, *transfer)
     days = check_range(range_start, range_end, rules)
-    overlap = repository.active_overlapping(session, transfer_id, range_start, range_end)
-    if overlap is not None:
-        raise Unprocessable(
-            f"Backfill {overlap.id} ({overlap.range_start} to {overlap.range_end}, "
-            f"{overlap.status}) already covers part of this range. Cancel it or pick other dates.",
-            code="BACKFILL_OVERLAP",
-            message="Overlapping backfill",
-        )
     if rules.max_queued_runs is not None:
+        # An overlap is the answer that says more: it wins over the quota.
+        _refuse_overlap(session, transfer_id, range_start, range_end)
         check_queue_quota(session, team_id, days, rules.max_queued_runs)
     backfill = Backfill(
         team_id=team_id,
@@ -129,10 +128,25 @@ def create(
         runs_completed=0,
         runs_failed=0,
     )
-    session.add(backfill)
-    session.flush()
+    new_id = repository.insert_unless_overlapping(session, backfill)
+    if new_id is None:
+        _refuse_overlap(session, transfer_id, range_start, range_end)
+        raise AssertionError("only an overlapping backfill keeps the row out")
+    backfill.id = new_id
     notify_workers(session)
     return backfill
+
+
+def _refuse_overlap(session: Session, transfer_id: int, range_start: date, range_end: date) -> None:
+    """422 BACKFILL_OVERLAP naming the active backfill that covers part of the range, if any."""
+    overlap = repository.active_overlapping(session, transfer_id, range_start, range_end)
+    if overlap is not None:
+        raise Unprocessable(
+            f"Backfill {overlap.id} ({overlap.range_start} to {overlap.range_end}, "
+            f"{overlap.status}) already covers part of this range. Cancel it or pick other dates.",
+            code="BACKFILL_OVERLAP",
+            message="Overlapping backfill",
+        )
 
 
 def check_queue_quota(session: Session, team_id: int, days: int, limit: int) -> None:
@@ -209,9 +223,9 @@ def _int_param(
     return int(value)
 
 
-def list_incomplete_json(session: Session, team_id: int) -> bytes:
+def list_incomplete_json(source: Session | Reader, team_id: int) -> bytes:
     """The team's incomplete backfills, newest first, as the contract's JSON array."""
-    return repository.incomplete_json_of_team(session, team_id)
+    return repository.incomplete_json_of_team(source, team_id)
 
 
 def cancel(session: Session, *, team_id: int, backfill_id: int, user_id: int) -> Backfill:

@@ -60,13 +60,24 @@ def serve(
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (env OPENDTS_PORT; default 8080).")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
-    workers: Annotated[
-        bool | None,
+    processes: Annotated[
+        int | None,
         typer.Option(
-            "--workers/--no-workers",
-            help="Run backfills in this process (env OPENDTS_WORKERS; default on).",
+            "--workers",
+            min=1,
+            max=64,
+            help="API processes serving the port (env OPENDTS_API_PROCESSES; default 1). "
+            "The engine still runs once, in the process that supervises them.",
         ),
     ] = None,
+    no_workers: Annotated[
+        bool,
+        typer.Option(
+            "--no-workers",
+            help="Serve the API only: backfills wait for `opendts worker` processes "
+            "(env OPENDTS_WORKERS=false).",
+        ),
+    ] = False,
     concurrency: Annotated[
         int | None,
         typer.Option(
@@ -79,7 +90,13 @@ def serve(
     from opendts.cli.serve import serve as run_server
 
     ctx.find_root().obj.update(
-        {"host": host, "port": port, "workers": workers, "worker_concurrency": concurrency}
+        {
+            "host": host,
+            "port": port,
+            "api_processes": processes,
+            "workers": False if no_workers else None,
+            "worker_concurrency": concurrency,
+        }
     )
     run_server(settings_from(ctx), log_level=log_level)
 

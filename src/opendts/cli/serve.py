@@ -10,6 +10,7 @@ import uvicorn
 
 from opendts import __version__
 from opendts.api.app import create_app
+from opendts.cli.api_processes import serve_processes, uvicorn_config
 from opendts.cli.runtime import fail, open_database, stop_signals_for_main_thread
 from opendts.connections.sealing import seal_plain_credentials
 from opendts.kit import logs
@@ -100,18 +101,16 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
             engine.start()
     else:
         typer.echo("workers off (--no-workers): backfills wait for `opendts worker` processes")
+    if settings.api_processes > 1:
+        try:
+            serve_processes(settings, log_level, wake=engine.wake if engine else None)
+        finally:
+            if engine is not None:
+                engine.stop()
+            db.dispose()
+        return
     app = create_app(settings, db, wake=engine.wake if engine is not None else None)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        access_log=False,
-        server_header=False,
-        # No logging config of uvicorn's own: its records go through the handler
-        # ``logs.configure`` installed, so they are JSON lines too when logs are JSON.
-        log_config=None,
-    )
+    config = uvicorn_config(app, settings, log_level)
     # uvicorn re-raises the signal that stopped it once it has drained requests; with these
     # handlers in place that re-raise is caught here, so the engine can finish or release its
     # runs and the process exits 0.

@@ -7,21 +7,28 @@ wait for a writer. On PostgreSQL both scopes share one engine and rely on row lo
 
 A SQLite metadata file is created 0600 before SQLite opens it (its ``-wal`` and ``-shm`` then
 get the same mode), and an existing one is narrowed to 0600 with its side files.
+
+Besides the session scope, ``Database.read`` lends a bare driver connection in autocommit mode
+for the hottest reads (authentication and the backfill list, see ``kit.driver_sql``): no
+session, no BEGIN/COMMIT, and on PostgreSQL no liveness ping per request; a connection found
+dead is replaced and the read tried again once.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Dialect, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from opendts.kit.errors import NotFound
+from opendts.kit.filelock import MachineLock
 from opendts.kit.private import create_private_file, private_files
 
 NAMING_CONVENTION = {
@@ -104,17 +111,44 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
-def _postgresql_engine(url: str, *, autocommit: bool) -> Engine:
+def _postgresql_engine(
+    url: str, *, autocommit: bool, pre_ping: bool = True, pool_size: int = 10
+) -> Engine:
     # Reads run in autocommit: no BEGIN/COMMIT round trips for single-statement reads, and
     # every statement sees the latest committed data.
     return create_engine(
         url,
-        pool_size=10,
-        max_overflow=20,
-        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=2 * pool_size,
+        pool_pre_ping=pre_ping,
         isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
         hide_parameters=HIDE_PARAMETERS,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """A pooled driver connection in autocommit mode, lent by ``Database.read``."""
+
+    connection: Any
+    dialect: Dialect
+    #: Kept with the driver connection for its lifetime (across checkouts): see ``change_token``.
+    memo: dict[Any, Any]
+
+    def change_token(self) -> tuple[int, int] | None:
+        """A value that stays the same exactly as long as nothing was committed to the
+        database, by any connection of any process; None where there is no cheap one.
+
+        SQLite: ``PRAGMA data_version`` changes when another connection commits, and the
+        connection's ``total_changes`` when this one writes. PostgreSQL has no counterpart.
+        """
+        if self.dialect.name != "sqlite":
+            return None
+        version = self.connection.execute("PRAGMA data_version").fetchone()[0]
+        return int(version), int(self.connection.total_changes)
+
+
+T = TypeVar("T")
 
 
 ModelT = TypeVar("ModelT", bound=Base)
@@ -138,13 +172,28 @@ class Database:
             keep_private(url)
             self.engine = _sqlite_engine(url, immediate=False)
             self.write_engine = _sqlite_engine(url, immediate=True)
+            # Read connections already run without a transaction until a session begins one.
+            self._reader_engine = self.engine
         else:
             self.engine = _postgresql_engine(url, autocommit=True)
             self.write_engine = _postgresql_engine(url, autocommit=False)
-        # SQLite has one writer at a time. Queueing this process's writers on a lock, rather
-        # than on SQLite's busy handler (which sleeps and retries), keeps write latency flat
-        # under concurrent requests; other processes still wait through the busy timeout.
-        self._write_lock: threading.RLock | None = threading.RLock() if is_sqlite(url) else None
+            # Its own small pool without the ping: a dead connection is retried instead.
+            self._reader_engine = _postgresql_engine(
+                url, autocommit=True, pre_ping=False, pool_size=5
+            )
+        # SQLite has one writer at a time. Queueing writers on a lock, rather than on SQLite's
+        # busy handler (which sleeps and retries), keeps write latency flat under concurrent
+        # requests: a lock file next to the database queues the writers of every process on
+        # the machine (``serve --workers N``, admin commands), a plain lock those of an
+        # in-memory database.
+        self._write_lock: AbstractContextManager[Any] | None = None
+        if is_sqlite(url):
+            path = make_url(url).database
+            self._write_lock = (
+                MachineLock(Path(f"{path}.writelock"))
+                if path and path != ":memory:" and not path.startswith("file:")
+                else threading.RLock()
+            )
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
 
@@ -166,8 +215,28 @@ class Database:
                 session.rollback()
                 raise
 
+    def read(self, work: Callable[[Reader], T]) -> T:
+        """Run ``work`` on a pooled driver connection outside any transaction.
+
+        For hot reads that are one statement each (each sees the latest committed data).
+        A connection that turns out dead (the database restarted, a failover, terminated
+        backends) is discarded and ``work`` runs once more on a fresh one, so it must be
+        safe to repeat: reads only.
+        """
+        dialect = self._reader_engine.dialect
+        for attempt in (1, 2):
+            pooled = self._reader_engine.raw_connection()
+            try:
+                return work(Reader(pooled.dbapi_connection, dialect, pooled.info))
+            except dialect.loaded_dbapi.Error as exc:
+                if attempt == 2 or not dialect.is_disconnect(exc, pooled.dbapi_connection, None):
+                    raise
+                pooled.invalidate(exc)
+            finally:
+                pooled.close()
+        raise AssertionError("unreachable")  # the loop returns or raises
+
     def dispose(self) -> None:
         """Close every pooled connection."""
-        self.engine.dispose()
-        if self.write_engine is not self.engine:
-            self.write_engine.dispose()
+        for engine in {self.engine, self.write_engine, self._reader_engine}:
+            engine.dispose()

@@ -1,8 +1,11 @@
 """Per-key hourly request budget, backed by the maintained ``limits`` library.
 
-In-memory storage serves one API process; a ``redis://`` URL shares the budget between
-several API processes. ``per_minute`` makes further budgets (failed authentications and
-sign-ins per client address) in the same storage, so they are shared the same way.
+Where the counters live decides who shares a budget: ``sqlite:///<file>`` (the default, a file
+in the data folder; ``kit.ratelimit_sqlite``) is shared by every process on the machine, so
+``opendts serve --workers N`` gives a key its budget once, not N times; ``redis://`` shares it
+between machines; ``memory://`` keeps it in one process. ``per_minute`` makes further budgets
+(failed authentications and sign-ins per client address) in the same storage, so they are
+shared the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dataclasses import dataclass
 from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
+
+from opendts.kit.ratelimit_sqlite import SQLiteStorage
 
 #: The contract caps ``X-RateLimit-Limit`` and ``X-RateLimit-Remaining`` at 10,000. A larger
 #: configured budget is enforced as configured, but reported capped, so strict clients still
@@ -37,9 +42,9 @@ class RateLimiter:
 
     def __init__(self, per_hour: int, storage_url: str = "memory://") -> None:
         self.item: RateLimitItem = RateLimitItemPerHour(per_hour)
-        #: Whether ``hit`` stays in this process (no network round trip).
-        self.local = storage_url.startswith("memory://")
         self.storage = storage_from_string(storage_url)
+        #: Whether ``hit`` stays on this machine (no network round trip): memory, or a file.
+        self.local = isinstance(self.storage, SQLiteStorage) or storage_url.startswith("memory:")
         self.strategy = FixedWindowRateLimiter(self.storage)
         #: Prefix of the identities this budget counts (``key:<lookup id>``).
         self.namespace = "key"
@@ -55,12 +60,20 @@ class RateLimiter:
     def hit(self, key: str) -> RateLimitState:
         """Spend one request of ``key``'s budget and report what is left."""
         identity = f"{self.namespace}:{key}"
-        allowed = self.strategy.hit(self.item, "opendts", identity)
-        stats = self.strategy.get_window_stats(self.item, "opendts", identity)
-        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        if isinstance(self.storage, SQLiteStorage):
+            # One statement instead of the strategy's three (spend, read, read expiry).
+            spent, reset_time = self.storage.spend(
+                self.item.key_for("opendts", identity), self.item.get_expiry()
+            )
+            allowed, remaining = spent <= self.item.amount, self.item.amount - spent
+        else:
+            allowed = self.strategy.hit(self.item, "opendts", identity)
+            stats = self.strategy.get_window_stats(self.item, "opendts", identity)
+            reset_time, remaining = stats.reset_time, stats.remaining
+        retry_after = max(1, math.ceil(reset_time - time.time()))
         return RateLimitState(
             limit=min(self.item.amount, HEADER_MAX),
-            remaining=min(max(0, stats.remaining), HEADER_MAX),
+            remaining=min(max(0, remaining), HEADER_MAX),
             retry_after=min(retry_after, 3600),
             allowed=allowed,
         )
