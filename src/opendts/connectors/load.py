@@ -252,40 +252,48 @@ class LoadKind:
     def execute(self, ctx: RunContext, settings: Any) -> RunResult:
         boundary = self._boundary(ctx.team_id)
         spec = self._spec(ctx.transfer_id, boundary)
-        began = time.perf_counter()
-        request = ReadRequest(
-            ctx.data_date, spec.accounts, ctx.attempt, ctx.cancelled, boundary=boundary
-        )
-        batches = []
-        for batch in spec.source.read(spec.source_settings, request):
-            if ctx.cancelled.is_set():
-                raise TransientRunError("The run was interrupted while reading the source.")
-            batches.append(batch)
-        table = assemble(batches, spec.date_column, ctx.data_date)
-        read_seconds = time.perf_counter() - began
+        return load_day(spec, ctx, boundary)
+
+
+def load_day(spec: LoadSpec, ctx: RunContext, boundary: Boundary) -> RunResult:
+    """Read ``ctx.data_date`` from the spec's source and replace it in its destination.
+
+    Needs neither the metadata database nor the secret key: ``spec`` carries everything.
+    """
+    began = time.perf_counter()
+    request = ReadRequest(
+        ctx.data_date, spec.accounts, ctx.attempt, ctx.cancelled, boundary=boundary
+    )
+    batches = []
+    for batch in spec.source.read(spec.source_settings, request):
         if ctx.cancelled.is_set():
-            raise TransientRunError("The run was interrupted before writing.")
-        rows = spec.destination.write(
-            spec.destination_settings,
-            WriteRequest(
-                spec.table,
-                ctx.data_date,
-                spec.date_column,
-                spec.mode,
-                ctx.cancelled,
-                boundary=boundary,
-            ),
-            table,
-        )
-        write_seconds = time.perf_counter() - began - read_seconds
-        verb = {
-            RefreshMode.REPLACE: f"replaced {ctx.data_date} in",
-            RefreshMode.APPEND: "appended to",
-            RefreshMode.OVERWRITE: "overwrote",
-        }[spec.mode]
-        return RunResult(
-            rows,
-            f"Loaded {rows:,} rows from {spec.source.title}: {verb} table {spec.table!r} of "
-            f"destination {spec.destination_name!r} (read {read_seconds:.2f} s, "
-            f"write {write_seconds:.2f} s).",
-        )
+            raise TransientRunError("The run was interrupted while reading the source.")
+        batches.append(batch)
+    table = assemble(batches, spec.date_column, ctx.data_date)
+    read_seconds = time.perf_counter() - began
+    if ctx.cancelled.is_set():
+        raise TransientRunError("The run was interrupted before writing.")
+    rows = spec.destination.write(
+        spec.destination_settings,
+        WriteRequest(
+            spec.table,
+            ctx.data_date,
+            spec.date_column,
+            spec.mode,
+            ctx.cancelled,
+            boundary=boundary,
+        ),
+        table,
+    )
+    write_seconds = time.perf_counter() - began - read_seconds
+    verb = {
+        RefreshMode.REPLACE: f"replaced {ctx.data_date} in",
+        RefreshMode.APPEND: "appended to",
+        RefreshMode.OVERWRITE: "overwrote",
+    }[spec.mode]
+    return RunResult(
+        rows,
+        f"Loaded {rows:,} rows from {spec.source.title}: {verb} table {spec.table!r} of "
+        f"destination {spec.destination_name!r} (read {read_seconds:.2f} s, "
+        f"write {write_seconds:.2f} s).",
+    )
