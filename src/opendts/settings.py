@@ -112,6 +112,14 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default=8, ge=1, le=1024, description="Runs one process executes at once."
     )
+    worker_spare_slots: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="Slots each engine process keeps, beyond worker_concurrency, for teams with "
+        "no run executing: one run each, so another team's slow runs never make a newcomer "
+        "wait for them to finish. 0 turns the reserve off.",
+    )
     max_running_runs: int = Field(
         default=256, ge=1, description="Runs executing at once across every worker (global cap)."
     )
