@@ -107,6 +107,14 @@ class Settings(BaseSettings):
                 )
         return value
 
+    duckdb_lock_wait_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How long a run waits for other processes writing the same DuckDB "
+        "warehouse file before it is retried (the warehouse is busy).",
+    )
+
     # The engine (see opendts.engine).
     workers: bool = Field(default=True, description="Run the engine inside `opendts serve`.")
     worker_concurrency: int = Field(
