@@ -254,3 +254,30 @@ def test_a_team_with_slow_runs_in_every_slot_does_not_hold_up_another_team(
         assert final(db, quick_backfill.id, timeout=20).status == "COMPLETED"
         slow_now = snapshot(db, slow_backfill.id)
     assert slow_now.runs_running == 4 and slow_now.completed == 0
+
+
+def test_fair_share_holds_across_engines(
+    db: Database, settings: Settings, account: Account
+) -> None:
+    # Two engines on one database: the counts of running runs are the database's, not each
+    # engine's, so a team running on one engine is no newcomer to the other.
+    slow = make_transfer(db, account.team_id, kind="fault", parallel=16, latency_ms=600_000)
+    slow_backfill = make_backfill(
+        db, account, date(2024, 1, 1), date(2024, 1, 31), transfer_id=slow
+    )
+    other = make_account(db)
+    quick = make_transfer(db, other.team_id, kind="fault", parallel=4, latency_ms=300_000)
+    with (
+        running_engine(db, settings, worker_concurrency=2, worker_spare_slots=1),
+        running_engine(db, settings, worker_concurrency=2, worker_spare_slots=1),
+    ):
+        wait_for(lambda: snapshot(db, slow_backfill.id).runs_running == 4, what="4 slow runs")
+        quick_backfill = make_backfill(
+            db, other, date(2024, 1, 1), date(2024, 1, 10), transfer_id=quick
+        )
+        # One spare slot, on one engine: the other engine's spare is for a team with nothing
+        # running, which this team no longer is.
+        wait_for(lambda: snapshot(db, quick_backfill.id).runs_running == 1, what="a spare slot")
+        time.sleep(0.5)  # several claim cycles of both engines
+        assert snapshot(db, quick_backfill.id).runs_running == 1
+        assert snapshot(db, slow_backfill.id).runs_running == 4
