@@ -67,6 +67,8 @@ IDLE_CLOSE_SECONDS = 2.0
 WATCH_SECONDS = 0.02
 #: How long a process may keep writing a file while another process waits for it.
 TURN_SECONDS = 0.25
+#: How long a connection test waits for other processes writing the file.
+TEST_WAIT_SECONDS = 5.0
 
 _INCOMING = "__opendts_incoming"
 
@@ -302,9 +304,12 @@ def _open(entry: _File) -> duckdb.DuckDBPyConnection:
 
 
 @contextlib.contextmanager
-def _connection(path: Path, shown: str) -> Iterator[tuple[_File, duckdb.DuckDBPyConnection]]:
-    """The file's shared connection, used by one thread at a time, and by one process."""
-    waited = lock_wait_seconds()
+def _connection(
+    path: Path, shown: str, *, wait: float | None = None
+) -> Iterator[tuple[_File, duckdb.DuckDBPyConnection]]:
+    """The file's shared connection, used by one thread at a time, and by one process; waits
+    at most ``wait`` seconds (default ``lock_wait_seconds()``) for other processes."""
+    waited = lock_wait_seconds() if wait is None else wait
     deadline = time.monotonic() + waited
     entry = _file(path, shown)
     if not entry.lock.acquire(timeout=waited):
@@ -477,7 +482,9 @@ class DuckDBDestination:
             # The first load creates it: checking must not (nor the folders above it).
             paths.check_creatable(path, boundary, "the DuckDB file")
             return
-        with _connection(path, shown) as (_, conn):
+        # An API request: it waits a moment for runs writing the file, not their whole wait.
+        wait = min(lock_wait_seconds(), TEST_WAIT_SECONDS)
+        with _connection(path, shown, wait=wait) as (_, conn):
             try:
                 conn.execute("SELECT 1").fetchall()
             except duckdb.Error as exc:
