@@ -1,7 +1,9 @@
 """``duckdb``: a DuckDB database file (``warehouse.duckdb`` in the team's folder by default).
 
-Rows stay in Arrow end to end: the day's table is registered with DuckDB and inserted with
-``INSERT INTO t (columns) SELECT columns FROM incoming``, columns matched by name.
+Rows stay in Arrow end to end: the day's batches are registered with DuckDB a group at a time
+(``INSERT_ROWS`` rows) and inserted with ``INSERT INTO t (columns) SELECT columns FROM
+incoming``, columns matched by name, all inside the one transaction that also deletes the
+date's old rows.
 
 DuckDB lets one process at a time open a file for writing. Inside this process every run
 writing to a file shares one connection, and writes to a file are serialised by a lock
@@ -36,6 +38,7 @@ from opendts.connectors.base import (
     ConnectorSettings,
     RefreshMode,
     WriteRequest,
+    as_reader,
     check_identifier,
     quote,
     settings_boundary,
@@ -56,6 +59,8 @@ CONFIG: dict[str, str | bool | int | float | list[str]] = {
 IDLE_CLOSE_SECONDS = 2.0
 
 _INCOMING = "__opendts_incoming"
+#: Rows inserted by one statement: a day's batches are inserted in groups of this size.
+INSERT_ROWS = 262_144
 
 
 class DuckDBSettings(ConnectorSettings):
@@ -259,6 +264,23 @@ def _translate(exc: duckdb.Error, entry: _File, table: str) -> Exception:
     return TerminalRunError(f"DuckDB rejected the rows for table {table!r} in {path}: {text}")
 
 
+def _chunks(data: pa.RecordBatchReader) -> Iterator[pa.Table]:
+    """The reader's batches, grouped into tables of about ``INSERT_ROWS`` rows (one INSERT
+    each: DuckDB scans a larger one in parallel; the group stays small next to a day)."""
+    group: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in data:
+        if not batch.num_rows:
+            continue
+        group.append(batch)
+        rows += batch.num_rows
+        if rows >= INSERT_ROWS:
+            yield pa.Table.from_batches(group, data.schema)
+            group, rows = [], 0
+    if group:
+        yield pa.Table.from_batches(group, data.schema)
+
+
 class DuckDBDestination:
     """Writes each date into a table of a DuckDB file, in one transaction."""
 
@@ -266,41 +288,25 @@ class DuckDBDestination:
     title: ClassVar[str] = "DuckDB"
     Settings: ClassVar[type[ConnectorSettings]] = DuckDBSettings
 
-    def write(self, settings: Any, request: WriteRequest, data: pa.Table) -> int:
+    def write(
+        self, settings: Any, request: WriteRequest, data: pa.RecordBatchReader | pa.Table
+    ) -> int:
         config: DuckDBSettings = settings
-        table, _ = write_names(request, data)
+        reader = as_reader(data)
+        table, _ = write_names(request, reader.schema)
         paths.ensure_team_dir(request.boundary)
         path = paths.team_path(config.path, request.boundary)
         if request.cancelled.is_set():
             raise TransientRunError("The run was interrupted before writing to DuckDB.")
         with _connection(path, paths.shown(path, request.boundary)) as (entry, conn):
             try:
-                self._write(entry, conn, config.schema_name, table, request, data)
+                return self._transaction(entry, conn, config.schema_name, table, request, reader)
             except duckdb.Error as exc:
                 if isinstance(exc, (duckdb.FatalException, duckdb.InternalException)):
                     _close(entry)  # the database is invalidated: reopen on the next write
                 raise _translate(exc, entry, table) from exc
             finally:
                 paths.make_private(path.with_name(path.name + ".wal"))
-        return int(data.num_rows)
-
-    def _write(
-        self,
-        entry: _File,
-        conn: duckdb.DuckDBPyConnection,
-        schema: str,
-        table: str,
-        request: WriteRequest,
-        data: pa.Table,
-    ) -> None:
-        if data.num_rows:
-            conn.register(_INCOMING, data)  # outside the transaction: an abort cannot undo it
-        try:
-            self._transaction(entry, conn, schema, table, request, data)
-        finally:
-            if data.num_rows:
-                with contextlib.suppress(duckdb.Error):
-                    conn.unregister(_INCOMING)
 
     def _transaction(
         self,
@@ -309,8 +315,8 @@ class DuckDBDestination:
         schema: str,
         table: str,
         request: WriteRequest,
-        data: pa.Table,
-    ) -> None:
+        data: pa.RecordBatchReader,
+    ) -> int:
         target = f"{quote(schema)}.{quote(table)}"
         key = (schema.lower(), table.lower())
         conn.begin()
@@ -340,13 +346,24 @@ class DuckDBDestination:
                 conn.execute(f"DELETE FROM {target} WHERE {condition}")
             elif request.mode is RefreshMode.OVERWRITE:
                 conn.execute(f"DELETE FROM {target}")
-            if data.num_rows:
-                into = ", ".join(quote(by_lower[name.lower()]) for name in data.column_names)
-                select = ", ".join(quote(name) for name in data.column_names)
-                conn.execute(f"INSERT INTO {target} ({into}) SELECT {select} FROM {_INCOMING}")
+            into = ", ".join(quote(by_lower[name.lower()]) for name in data.schema.names)
+            select = ", ".join(quote(name) for name in data.schema.names)
+            insert = f"INSERT INTO {target} ({into}) SELECT {select} FROM {_INCOMING}"
+            rows = 0
+            for chunk in _chunks(data):
+                if request.cancelled.is_set():
+                    raise TransientRunError("The run was interrupted while writing to DuckDB.")
+                conn.register(_INCOMING, chunk)
+                try:
+                    conn.execute(insert)
+                finally:
+                    with contextlib.suppress(duckdb.Error):
+                        conn.unregister(_INCOMING)
+                rows += chunk.num_rows
             if request.cancelled.is_set():
                 raise TransientRunError("The run was interrupted while writing to DuckDB.")
             conn.commit()
+            return rows
         except BaseException:
             entry.columns.pop(key, None)  # a rolled-back CREATE or ALTER must be forgotten
             with contextlib.suppress(duckdb.Error):
