@@ -114,12 +114,16 @@ class DaySpool:
     """
 
     def __init__(
-        self, boundary: Boundary, date_column: str, day: date, memory_bytes: int = MEMORY_BYTES
+        self,
+        boundary: Boundary,
+        date_column: str,
+        day: date,
+        memory_bytes: int | None = None,
     ) -> None:
         self._boundary = boundary
         self._date_column = date_column
         self._day = day
-        self._memory_bytes = memory_bytes
+        self._memory_bytes = MEMORY_BYTES if memory_bytes is None else memory_bytes
         self._day_scalar = pa.scalar(day, pa.date32())
         self.schema: pa.Schema | None = None
         self.rows = 0
