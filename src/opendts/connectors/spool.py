@@ -153,11 +153,13 @@ class DaySpool:
             self.schema = batch.schema
         elif not batch.schema.equals(self.schema):
             try:
-                self.schema = pa.unify_schemas(
+                unified = pa.unify_schemas(
                     [self.schema, batch.schema], promote_options="permissive"
                 )
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
                 raise _incompatible(exc) from None
+            # A column some batches lack is NULL in them, whatever a file declared.
+            self.schema = pa.schema([f.with_nullable(True) for f in unified], unified.metadata)
         self.rows += batch.num_rows
         if self.folder is None:
             self._memory.append(batch)
