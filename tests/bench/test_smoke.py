@@ -32,6 +32,7 @@ SCRIPTS = [
     ("load.py", "duckdb", 2),
     ("load.py", "postgresql", 2),
     ("memory.py", "duckdb", 2),
+    ("duckdb_writers.py", "duckdb", 3),
 ]
 
 

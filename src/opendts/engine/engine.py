@@ -131,6 +131,8 @@ class Engine:
         self.settings = settings
         self.owner = owner or new_owner_id()
         self.concurrency = settings.worker_concurrency
+        #: Extra slots for teams with nothing executing (queue.claim's ``spare``).
+        self.spare = settings.worker_spare_slots
         self.caps = queue.Caps(settings.max_running_runs, settings.max_running_runs_per_team)
         self.stats = EngineStats()
         self._done: stdqueue.SimpleQueue[queue.Outcome] = stdqueue.SimpleQueue()
@@ -144,7 +146,7 @@ class Engine:
         self._closed = threading.Event()
         self._grace_until: float | None = None
         self._pool = ThreadPoolExecutor(
-            max_workers=self.concurrency * 2, thread_name_prefix="opendts-run"
+            max_workers=self.concurrency * 2 + self.spare, thread_name_prefix="opendts-run"
         )
         self._prepared: dict[tuple[str, str], Any] = {}
         self._kinds = _process_kinds(db, settings)
@@ -165,9 +167,10 @@ class Engine:
             thread.start()
             self._threads.append(thread)
         log.info(
-            "engine %s started: %d slots, lease %.0fs",
+            "engine %s started: %d slots (+%d for teams with nothing running), lease %.0fs",
             self.owner,
             self.concurrency,
+            self.spare,
             self.settings.lease_seconds,
         )
 
@@ -268,10 +271,12 @@ class Engine:
             return True  # keep planning first: a backfill's runs are claimable once all exist
         with self._lock:
             finishing = sum(1 for o in batch if o.run_id in self._inflight)
-            want = self.concurrency - len(self._inflight) + finishing
+            busy = len(self._inflight) - finishing
+        want = max(0, self.concurrency - busy)
+        spare = max(0, min(self.spare, self.concurrency + self.spare - busy))
         # Finished attempts free capacity (this process's, the transfer's, the team's): refill.
         wanted = self._claim_hint or polling or bool(batch)
-        claiming = not self._stopping.is_set() and want > 0 and wanted
+        claiming = not self._stopping.is_set() and want + spare > 0 and wanted
         if not batch and not claiming:
             return progressed
         self._claim_hint = False
@@ -285,6 +290,7 @@ class Engine:
                     session,
                     owner=self.owner,
                     want=want,
+                    spare=spare,
                     caps=self.caps,
                     lease_seconds=self.settings.lease_seconds,
                     now=now,

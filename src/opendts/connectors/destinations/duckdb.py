@@ -8,10 +8,17 @@ would not do: DuckDB keeps every registered batch alive until the commit.)
 
 DuckDB lets one process at a time open a file for writing. Inside this process every run
 writing to a file shares one connection, and writes to a file are serialised by a lock
-(DuckDB would abort concurrent transactions that touch the same table). The connection is
-closed once the file has been idle for ``IDLE_CLOSE_SECONDS``, so other tools can open the
-warehouse between loads. Another process holding the file is a ``TransientRunError``: the
-run is retried later.
+(DuckDB would abort concurrent transactions that touch the same table). Between the processes
+of the machine (engines, run processes), a process holds an exclusive ``flock`` on
+``<file>.lock`` beside the warehouse for as long as its connection is open: the others wait
+for it (at most ``OPENDTS_DUCKDB_LOCK_WAIT_SECONDS``, then the run is retried with a
+``TransientRunError`` saying the warehouse is busy), touching the lock file while they wait.
+The holder sees that and closes its connection to let the next process in: once it has
+held the file for ``TURN_SECONDS`` (back-to-back writes keep it that long, as reopening costs
+ten times a small write), or as soon as it has been idle for ``WATCH_SECONDS``. Nobody
+waiting, it keeps the connection for its next write and closes it once the file has been
+idle for ``IDLE_CLOSE_SECONDS``, so other tools can open the warehouse between loads.
+Another tool holding the file is a ``TransientRunError`` too.
 
 The file lives in the team's folder (``connectors.paths``), checked again right before every
 open. DuckDB runs with extension downloads and autoloading off and without external access:
@@ -23,6 +30,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -62,6 +71,12 @@ CONFIG: dict[str, str | bool | int | float | list[str]] = {
 
 #: Seconds without a write after which the shared connection to a file is closed.
 IDLE_CLOSE_SECONDS = 2.0
+#: While a connection is idle, how often the holder looks for another process waiting.
+WATCH_SECONDS = 0.02
+#: How long a process may keep writing a file while another process waits for it.
+TURN_SECONDS = 0.25
+#: How long a connection test waits for other processes writing the file.
+TEST_WAIT_SECONDS = 5.0
 
 _INCOMING = "__opendts_incoming"
 
@@ -99,14 +114,29 @@ class _File:
     columns: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     last_used: float = 0.0
     timer: threading.Timer | None = None
+    #: The lock file, held (``flock``) while ``conn`` is open, and its mtime when taken.
+    lock_fd: int | None = None
+    lock_seen: int = 0
+    held_since: float = 0.0
 
 
 _files: dict[Path, _File] = {}
 _files_lock = threading.Lock()
+_pid = os.getpid()
 
 
 def _file(path: Path, shown: str) -> _File:
+    global _pid
     with _files_lock:
+        if _pid != os.getpid():
+            # A forked child: the parent's connections are not ours, and an inherited lock
+            # file descriptor would keep the parent's hold alive (ours too) until we exit.
+            for inherited in _files.values():
+                if inherited.lock_fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(inherited.lock_fd)
+            _files.clear()
+            _pid = os.getpid()
         entry = _files.get(path)
         if entry is None:
             entry = _files[path] = _File(path, shown)
@@ -114,12 +144,79 @@ def _file(path: Path, shown: str) -> _File:
 
 
 def _close(entry: _File) -> None:
-    """Close ``entry``'s connection (caller holds ``entry.lock``)."""
+    """Close ``entry``'s connection, then let other processes in (caller holds ``entry.lock``)."""
     conn, entry.conn = entry.conn, None
     entry.columns.clear()
     if conn is not None:
         with contextlib.suppress(duckdb.Error):
             conn.close()
+    _unhold(entry)
+
+
+def lock_wait_seconds() -> float:
+    """How long a write waits for another process's hold on the warehouse file."""
+    from opendts.settings import get_settings
+
+    return get_settings().duckdb_lock_wait_seconds
+
+
+def _busy_message(shown: str, waited: float) -> str:
+    return (
+        f"The DuckDB warehouse {shown} is busy: other runs have been writing to it for "
+        f"{waited:g} s (DuckDB allows one process at a time to write a file); the run will be "
+        "retried."
+    )
+
+
+def _hold(entry: _File, deadline: float, waited: float) -> None:
+    """Take the machine-wide lock on ``entry``'s file (caller holds ``entry.lock``)."""
+    _make_folder(entry)
+    lock_path = entry.path.with_name(entry.path.name + ".lock")
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        fd = os.open(lock_path, flags, 0o600)
+    except OSError as exc:
+        raise TerminalRunError(
+            f"Cannot open the lock file of the DuckDB file {entry.shown} ({exc.strerror})."
+        ) from None
+    try:
+        paths.make_private(lock_path)
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                os.utime(fd)  # the holder sees the change and lets us in after its write
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TransientRunError(
+                        _busy_message(entry.shown, waited), retry_after=5.0
+                    ) from None
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, WATCH_SECONDS)
+        entry.lock_seen = os.fstat(fd).st_mtime_ns
+        entry.held_since = time.monotonic()
+    except BaseException:
+        os.close(fd)
+        raise
+    entry.lock_fd = fd
+
+
+def _unhold(entry: _File) -> None:
+    fd, entry.lock_fd = entry.lock_fd, None
+    if fd is not None:
+        os.close(fd)  # releases the flock
+
+
+def _awaited(entry: _File) -> bool:
+    """Whether another process touched the lock file since we took it: it waits for us."""
+    if entry.lock_fd is None:
+        return False
+    try:
+        return os.fstat(entry.lock_fd).st_mtime_ns != entry.lock_seen
+    except OSError:
+        return True
 
 
 def _idle_check(entry: _File) -> None:
@@ -128,7 +225,7 @@ def _idle_check(entry: _File) -> None:
         if entry.conn is None:
             return
         idle = time.monotonic() - entry.last_used
-        if idle >= IDLE_CLOSE_SECONDS * 0.95:
+        if idle >= IDLE_CLOSE_SECONDS * 0.95 or (idle >= WATCH_SECONDS / 2 and _awaited(entry)):
             _close(entry)
         else:
             _schedule_close(entry, IDLE_CLOSE_SECONDS - idle)
@@ -138,7 +235,7 @@ def _schedule_close(entry: _File, delay: float) -> None:
     """Check for idleness after ``delay`` seconds (caller holds ``entry.lock``)."""
     if entry.timer is not None:
         return  # the pending check re-arms itself if the file was used since
-    timer = threading.Timer(delay, _idle_check, (entry,))
+    timer = threading.Timer(min(delay, WATCH_SECONDS), _idle_check, (entry,))
     timer.daemon = True
     timer.name = f"duckdb-idle-{entry.path.name}"
     entry.timer = timer
@@ -182,15 +279,19 @@ def _is_lock_error(exc: duckdb.Error) -> bool:
     )
 
 
-def _open(entry: _File) -> duckdb.DuckDBPyConnection:
-    path, shown = entry.path, entry.shown
+def _make_folder(entry: _File) -> None:
     try:
-        paths.make_folders(path.parent)
+        paths.make_folders(entry.path.parent)
     except OSError as exc:
         raise TerminalRunError(
-            f"Cannot create the folder for the DuckDB file {shown} ({exc.strerror}): "
+            f"Cannot create the folder for the DuckDB file {entry.shown} ({exc.strerror}): "
             "fix the destination's path or the folder's permissions."
         ) from None
+
+
+def _open(entry: _File) -> duckdb.DuckDBPyConnection:
+    path, shown = entry.path, entry.shown
+    _make_folder(entry)
     try:
         conn = duckdb.connect(str(path), config=CONFIG)
     except duckdb.IOException as exc:
@@ -211,19 +312,37 @@ def _open(entry: _File) -> duckdb.DuckDBPyConnection:
 
 
 @contextlib.contextmanager
-def _connection(path: Path, shown: str) -> Iterator[tuple[_File, duckdb.DuckDBPyConnection]]:
-    """The file's shared connection, used by one thread at a time."""
+def _connection(
+    path: Path, shown: str, *, wait: float | None = None
+) -> Iterator[tuple[_File, duckdb.DuckDBPyConnection]]:
+    """The file's shared connection, used by one thread at a time, and by one process; waits
+    at most ``wait`` seconds (default ``lock_wait_seconds()``) for other processes."""
+    waited = lock_wait_seconds() if wait is None else wait
+    deadline = time.monotonic() + waited
     entry = _file(path, shown)
-    with entry.lock:
+    if not entry.lock.acquire(timeout=waited):
+        raise TransientRunError(_busy_message(shown, waited), retry_after=5.0)
+    try:
         if entry.conn is None:
-            entry.conn = _open(entry)
+            _hold(entry, deadline, waited)
+            try:
+                entry.conn = _open(entry)
+            except BaseException:
+                _unhold(entry)
+                raise
             entry.columns.clear()
         try:
             yield entry, entry.conn
         finally:
             entry.last_used = time.monotonic()
             if entry.conn is not None:
-                _schedule_close(entry, IDLE_CLOSE_SECONDS)
+                turn_over = entry.last_used - entry.held_since >= TURN_SECONDS
+                if turn_over and _awaited(entry):
+                    _close(entry)  # another process waits: its turn now
+                else:
+                    _schedule_close(entry, IDLE_CLOSE_SECONDS)
+    finally:
+        entry.lock.release()
 
 
 def _columns(
@@ -397,7 +516,9 @@ class DuckDBDestination:
             # The first load creates it: checking must not (nor the folders above it).
             paths.check_creatable(path, boundary, "the DuckDB file")
             return
-        with _connection(path, shown) as (_, conn):
+        # An API request: it waits a moment for runs writing the file, not their whole wait.
+        wait = min(lock_wait_seconds(), TEST_WAIT_SECONDS)
+        with _connection(path, shown, wait=wait) as (_, conn):
             try:
                 conn.execute("SELECT 1").fetchall()
             except duckdb.Error as exc:
