@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from opendts.engine import queue
 from opendts.engine.errors import TerminalRunError, classify
 from opendts.engine.kinds import RunContext, RunKind, get_kind
+from opendts.engine.processes import RunProcesses
 from opendts.kit import logs, metrics
 from opendts.kit.clock import utcnow
 from opendts.kit.db import Database
@@ -57,6 +58,8 @@ class _InFlight:
     claimed: queue.Claimed
     context: RunContext
     deadline: float
+    #: ``time.monotonic()`` when the attempt was handed to the pool.
+    started: float = 0.0
     future: Future[None] | None = None
     #: Set once the engine stopped waiting for this attempt (timeout, lost lease, shutdown).
     abandoned: bool = False
@@ -70,9 +73,10 @@ class _LazyLoadKind:
 
     name = "load"
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, processes: RunProcesses) -> None:
         self._db = db
         self._settings = settings
+        self._processes = processes
         self._kind: RunKind | None = None
         self._lock = threading.Lock()
 
@@ -88,6 +92,7 @@ class _LazyLoadKind:
                     self._db,
                     lambda: box_for(settings.data_dir, settings.secret_key),
                     lambda team_id: Boundary.for_team(settings, team_id),
+                    self._processes if settings.run_processes else None,
                 )
             return self._kind
 
@@ -98,9 +103,10 @@ class _LazyLoadKind:
         return self._get().execute(ctx, settings)
 
 
-def _process_kinds(db: Database, settings: Settings) -> dict[str, RunKind]:
-    """Run kinds bound to this engine's database and data folder (data transfers)."""
-    return {"load": _LazyLoadKind(db, settings)}
+def _process_kinds(db: Database, settings: Settings, processes: RunProcesses) -> dict[str, RunKind]:
+    """Run kinds bound to this engine's database and data folder (data transfers, loaded in
+    the engine's run processes)."""
+    return {"load": _LazyLoadKind(db, settings, processes)}
 
 
 @dataclass(slots=True)
@@ -147,7 +153,9 @@ class Engine:
             max_workers=self.concurrency * 2, thread_name_prefix="opendts-run"
         )
         self._prepared: dict[tuple[str, str], Any] = {}
-        self._kinds = _process_kinds(db, settings)
+        #: Data runs execute in these child processes (started at the first data run).
+        self.processes = RunProcesses(self.concurrency, settings.run_memory_mb)
+        self._kinds = _process_kinds(db, settings, self.processes)
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -190,6 +198,7 @@ class Engine:
         for thread in self._threads:
             thread.join(timeout=5)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.processes.close()
         log.info("engine %s stopped", self.owner)
 
     @property
@@ -374,7 +383,7 @@ class Engine:
                 run.attempt,
                 run.max_attempts,
             )
-            item = _InFlight(run, context, deadline)
+            item = _InFlight(run, context, deadline, time.monotonic())
             with self._lock:
                 self._inflight[run.run_id] = item
             item.future = self._pool.submit(self._execute, item)
@@ -495,7 +504,10 @@ class Engine:
                 del self._inflight[item.claimed.run_id]
         for item in overdue:
             timeout = self.settings.run_timeout_seconds
-            error = TimeoutError(f"the run did not finish within {timeout:g} seconds")
+            error = TimeoutError(
+                f"the run did not finish within {timeout:g} seconds, the run time limit "
+                "(OPENDTS_RUN_TIMEOUT_SECONDS), and was stopped."
+            )
             self._pending.append(self._failure(item.claimed, error, timeout))
 
     def _grace_over(self) -> bool:
