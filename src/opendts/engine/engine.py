@@ -119,6 +119,9 @@ class EngineStats:
     retried: int = 0
     lost: int = 0
     released: int = 0
+    #: Attempts written CANCELLED, and runs this engine stopped for a cancel "now".
+    cancelled: int = 0
+    stopped: int = 0
     planned: int = 0
     scheduled: int = 0
     reaped: int = 0
@@ -331,6 +334,8 @@ class Engine:
                 self.stats.failed += 1
             elif kind is queue.Result.RETRY:
                 self.stats.retried += 1
+            elif kind is queue.Result.CANCELLED:
+                self.stats.cancelled += 1
             else:
                 self.stats.released += 1
         with self._lock:
@@ -572,6 +577,7 @@ class Engine:
             ]
         if not held:
             return
+        stop: dict[tuple[int, int], int] = {}
         lost = self._write(
             lambda s: queue.heartbeat(
                 s,
@@ -579,8 +585,11 @@ class Engine:
                 held=held,
                 lease_seconds=self.settings.lease_seconds,
                 now=utcnow(),
+                stop=stop,
             )
         )
+        if stop:
+            self._stop_runs(stop)
         if not lost:
             return
         abandoned = 0
@@ -600,6 +609,36 @@ class Engine:
             log.warning(
                 "engine: lost the lease of %d runs; their results will be dropped", abandoned
             )
+
+    def _stop_runs(self, stop: dict[tuple[int, int], int]) -> None:
+        """Stop runs whose backfill was cancelled with ``"mode": "now"``: their processes are
+        killed (their threads told to stop), and they are written CANCELLED."""
+        outcomes = []
+        with self._lock:
+            for (run_id, attempt), user_id in stop.items():
+                item = self._inflight.get(run_id)
+                if item is None or item.claimed.attempt != attempt or item.finished:
+                    continue  # finished meanwhile: its own outcome is written
+                item.abandoned = True
+                item.context.cancelled.set()
+                del self._inflight[run_id]
+                elapsed = time.monotonic() - item.started
+                outcomes.append(
+                    queue.Outcome(
+                        run_id,
+                        self.owner,
+                        attempt,
+                        queue.Result.CANCELLED,
+                        queue.stopped_message(user_id),
+                        duration=round(elapsed, 6),
+                    )
+                )
+        for outcome in outcomes:
+            self._done.put(outcome)
+        if outcomes:
+            self.stats.stopped += len(outcomes)
+            log.info("engine: stopped %d runs of cancelled backfills", len(outcomes))
+            self._event.set()
 
     def _listen(self) -> None:
         """PostgreSQL LISTEN: a hint to look now; polling stays the fallback."""
