@@ -31,6 +31,7 @@ SCRIPTS = [
     ("engine.py", "postgresql", 1),
     ("load.py", "duckdb", 2),
     ("load.py", "postgresql", 2),
+    ("runs.py", "sqlite", 4),
 ]
 
 
