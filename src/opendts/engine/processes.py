@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -200,7 +201,12 @@ class RunProcesses:
                     return child
                 child.conn.close()
             self.started += 1
-        return _Child(self.memory_mb)
+        try:
+            return _Child(self.memory_mb)
+        except OSError as exc:  # out of processes or memory on the machine: try again later
+            raise TransientRunError(
+                f"Could not start a run process ({exc.strerror or exc}); the date is retried."
+            ) from None
 
     def _release(self, child: _Child) -> None:
         # A child that grew past half the cap gives its memory back by exiting.
@@ -386,6 +392,15 @@ def _child_main(fd: int, memory_mb: int) -> None:
 
     conn = Connection(fd)
     sending = threading.Lock()
+    parent = os.getppid()
+
+    def orphaned() -> None:  # the engine died (SIGKILL): stop now, do not finish a write
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(70)
+
+    threading.Thread(target=orphaned, name="opendts-run-parent", daemon=True).start()
 
     def send(message: Any) -> None:  # from any thread of the child (e.g. a driver's)
         with sending:
