@@ -9,7 +9,8 @@ metadata database, one team, the ``demo`` source into a DuckDB warehouse in the 
 an in-process engine (as ``opendts serve`` runs it) with ``--concurrency`` slots and a transfer
 with as many parallel runs. The clock runs from the backfill's creation to COMPLETED.
 
-Before the measured backfill, a warm-up backfill of ``--concurrency`` dates (the first runs
+Before the measured backfill, a warm-up backfill of ``--concurrency`` dates of 100 rows into
+another table of the same warehouse (the first runs
 import Arrow, DuckDB and the connectors, and start the run processes: what a server that has
 been up a while has done); its time is shown apart.
 
@@ -84,20 +85,23 @@ def scenario(mode: str, days: int, rows: int, concurrency: int) -> dict[str, Any
                 None,
                 destinations.DestinationInput("duckdb", "Warehouse", {"path": "w.duckdb"}),
             )
-            transfer = transfers_api.create(
-                session,
-                box,
-                boundary,
-                None,
-                {
-                    "data_source_id": "demo",
-                    "destination_id": destination.id,
-                    "display_name": "Ads",
-                    "table": "ads",
-                    "source_config": {"rows_per_day": rows},
-                    "max_parallel_runs": concurrency,
-                },
-            ).id
+            transfer, warm = (
+                transfers_api.create(
+                    session,
+                    box,
+                    boundary,
+                    None,
+                    {
+                        "data_source_id": "demo",
+                        "destination_id": destination.id,
+                        "display_name": table,
+                        "table": table,
+                        "source_config": {"rows_per_day": count},
+                        "max_parallel_runs": concurrency,
+                    },
+                ).id
+                for table, count in (("ads", rows), ("warm_up", 100))
+            )
         engine = Engine(db, settings)
         engine.start()
         child_peak = 0.0
@@ -112,12 +116,12 @@ def scenario(mode: str, days: int, rows: int, concurrency: int) -> dict[str, Any
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
 
-        def backfill(first: date, last: date) -> str:
+        def backfill(transfer_id: int, first: date, last: date) -> str:
             with db.session(write=True) as session:
                 backfill_id = backfills.create(
                     session,
                     team_id=team,
-                    transfer_id=transfer,
+                    transfer_id=transfer_id,
                     user_id=1,
                     range_start=first,
                     range_end=last,
@@ -135,10 +139,10 @@ def scenario(mode: str, days: int, rows: int, concurrency: int) -> dict[str, Any
         # processes); a server that has been up a while has done that.
         warm_up = DAY - timedelta(days=days)
         began = time.perf_counter()
-        backfill(warm_up - timedelta(days=concurrency - 1), warm_up)
+        backfill(warm, warm_up - timedelta(days=concurrency - 1), warm_up)
         cold = time.perf_counter() - began
         began = time.perf_counter()
-        status = backfill(DAY - timedelta(days=days - 1), DAY)
+        status = backfill(transfer, DAY - timedelta(days=days - 1), DAY)
         seconds = time.perf_counter() - began
         stop.set()
         engine.stop(grace=0)
@@ -230,10 +234,10 @@ def main() -> None:
         f"{args.concurrency} slots, SQLite metadata"
     )
     print(
-        "| scenario | runs in | seconds | runs/s | rows/s | engine peak RSS MB | "
+        "| scenario, runs in | seconds | runs/s | rows/s | engine peak RSS MB | "
         "run process peak RSS MB | warm-up s |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for label, days, rows in (
         (f"backfill {args.days} days x {args.rows:,} rows", args.days, args.rows),
         (f"one day of {args.big_rows:,} rows", 1, args.big_rows),
@@ -244,7 +248,7 @@ def main() -> None:
                 raise SystemExit(f"{label} in {mode}: the backfill ended {r['status']}")
             child = f"{r['child_peak_mb']:.0f}" if mode == "processes" else "-"
             print(
-                f"| {label} | {mode} | {r['seconds']:.2f} | {r['runs_per_s']:,.1f} | "
+                f"| {label}, {mode} | {r['seconds']:.2f} | {r['runs_per_s']:,.1f} | "
                 f"{r['rows_per_s']:,.0f} | {r['engine_peak_mb']:.0f} | {child} | "
                 f"{r['warm_up_seconds']:.2f} |",
                 flush=True,
