@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -228,6 +229,11 @@ def test_a_dead_process_spool_is_removed_by_the_next_load_a_live_one_is_not(
         dead.mkdir(mode=0o700)
         (dead / "lock").touch()
         (dead / "0.arrow").write_bytes(b"x" * 100)
+        old = time.time() - 3600
+        os.utime(dead / "lock", (old, old))
+        starting = team_dir / f"{spool.PREFIX}starting"  # lock file made, not yet locked
+        starting.mkdir(mode=0o700)
+        (starting / "lock").touch()
         live = team_dir / f"{spool.PREFIX}live"
         live.mkdir(mode=0o700)
         (live / "lock").touch()
@@ -235,7 +241,7 @@ def test_a_dead_process_spool_is_removed_by_the_next_load_a_live_one_is_not(
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             load(case, spooling_source(Watch()))
-            assert spools(team_dir) == [live]
+            assert spools(team_dir) == [live, starting]
         finally:
             os.close(fd)
 

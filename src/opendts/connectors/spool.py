@@ -45,7 +45,8 @@ MEMORY_BYTES = 16 << 20
 BATCH_ROWS = 65_536
 #: Folder-name prefix of spools in a team's folder.
 PREFIX = ".spool-"
-#: A spool folder without a lock file is another load's that is starting, unless this old.
+#: An unlocked spool (or one without a lock file) younger than this may be another load's
+#: that is starting: only older ones are removed.
 _STARTING_SECONDS = 60.0
 
 
@@ -101,7 +102,10 @@ def remove_leftovers(team_dir: Path) -> None:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise
         else:
-            shutil.rmtree(folder, ignore_errors=True)
+            # Unlocked: its process died, or it is a spool being made (its lock file created,
+            # not yet locked): only an old one is dead.
+            if time.time() - os.fstat(fd).st_mtime > _STARTING_SECONDS:
+                shutil.rmtree(folder, ignore_errors=True)
         finally:
             os.close(fd)
 
