@@ -142,6 +142,8 @@ class Engine:
         self._event = threading.Event()
         self._plan_hint = True
         self._claim_hint = True
+        #: New work was announced: a claim with only spare slots free may find a newcomer.
+        self._spare_hint = True
         self._stopping = threading.Event()
         self._closed = threading.Event()
         self._grace_until: float | None = None
@@ -178,6 +180,7 @@ class Engine:
         """Look at the queue now (new backfill, freed slot): the in-process wake-up."""
         self._plan_hint = True
         self._claim_hint = True
+        self._spare_hint = True
         self._event.set()
 
     def stop(self, grace: float | None = None) -> None:
@@ -276,10 +279,16 @@ class Engine:
         spare = max(0, min(self.spare, self.concurrency + self.spare - busy))
         # Finished attempts free capacity (this process's, the transfer's, the team's): refill.
         wanted = self._claim_hint or polling or bool(batch)
-        claiming = not self._stopping.is_set() and want + spare > 0 and wanted
+        # With only spare slots free, look when new work was announced, a spare slot freed up
+        # (a run finished, yet every regular slot is still busy) or at each poll; not after
+        # every full claim, which brings no team that had nothing running.
+        room = want > 0 or (spare > 0 and (self._spare_hint or polling or bool(batch)))
+        claiming = not self._stopping.is_set() and room and wanted
         if not batch and not claiming:
             return progressed
         self._claim_hint = False
+        if claiming:
+            self._spare_hint = False
         now = utcnow()
         began = time.perf_counter()
 
@@ -347,7 +356,7 @@ class Engine:
         )
         if created:
             self.stats.scheduled += created
-            self._claim_hint = True
+            self._claim_hint = self._spare_hint = True
 
     def _plan(self) -> bool:
         planned = self._write(
@@ -364,6 +373,7 @@ class Engine:
         # More of this backfill (or another) may wait to be planned; a finished plan can run.
         self._plan_hint = True
         self._claim_hint = self._claim_hint or planned.scheduled
+        self._spare_hint = self._spare_hint or planned.scheduled
         return True
 
     def _start(self, claimed: list[queue.Claimed], now: datetime) -> None:
