@@ -107,10 +107,26 @@ class Settings(BaseSettings):
                 )
         return value
 
+    duckdb_lock_wait_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How long a run waits for other processes writing the same DuckDB "
+        "warehouse file before it is retried (the warehouse is busy).",
+    )
+
     # The engine (see opendts.engine).
     workers: bool = Field(default=True, description="Run the engine inside `opendts serve`.")
     worker_concurrency: int = Field(
         default=8, ge=1, le=1024, description="Runs one process executes at once."
+    )
+    worker_spare_slots: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="Slots each engine process keeps, beyond worker_concurrency, for teams with "
+        "no run executing: one run each, so another team's slow runs never make a newcomer "
+        "wait for them to finish. 0 turns the reserve off.",
     )
     max_running_runs: int = Field(
         default=256, ge=1, description="Runs executing at once across every worker (global cap)."

@@ -31,6 +31,8 @@ SCRIPTS = [
     ("engine.py", "postgresql", 1),
     ("load.py", "duckdb", 2),
     ("load.py", "postgresql", 2),
+    ("memory.py", "duckdb", 2),
+    ("duckdb_writers.py", "duckdb", 3),
     ("runs.py", "sqlite", 4),
 ]
 

@@ -156,6 +156,10 @@ def test_an_update_keeps_credentials_only_while_they_go_to_the_same_site(
             {"data_source_id": "http", "destination_type": "duckdb", "fields": {"token": "***"}},
             "fields.token",
         ),
+        (  # the contract types api_key as a string, unused but still checked
+            {"data_source_id": "demo", "destination_type": "duckdb", "api_key": 7},
+            "'api_key'",
+        ),
     ],
 )
 def test_bad_bodies_are_400_naming_the_field(

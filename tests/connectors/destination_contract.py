@@ -137,12 +137,16 @@ class Case:
     def write(
         self,
         day: date,
-        data: pa.Table,
+        data: pa.Table | pa.RecordBatchReader,
         mode: RefreshMode = RefreshMode.REPLACE,
         table: str = TABLE,
         date_column: str = "date",
     ) -> int:
+        """Write ``data``; a table is sent as a reader of 2-row batches (as a day of
+        several batches reaches a destination)."""
         request = WriteRequest(table, day, date_column, mode, boundary=boundary())
+        if isinstance(data, pa.Table):
+            data = data.to_reader(max_chunksize=2)
         return self.destination.write(self.settings, request, data)
 
     def read(self, table: str = TABLE) -> pa.Table:
@@ -349,6 +353,79 @@ def check_concurrent_dates(case: Case, threads: int = 8) -> None:
     assert counts == {day: 20 * (n + 1) for n, day in enumerate(days)}
     names = {row[2] for row in case.rows()}
     assert names == {f"t{n}-1-{i}" for n in range(threads) for i in range(1, 20 * (n + 1) + 1)}
+
+
+def big_day(day: date, rows: int, tag: str, batch_rows: int = 65_536) -> pa.RecordBatchReader:
+    """A day of ``rows`` rows (``id`` 1…rows) as a reader of ``batch_rows``-row batches,
+    generated one batch at a time."""
+    schema = day_rows(day, []).schema
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for start in range(1, rows + 1, batch_rows):
+            ids = list(range(start, min(start + batch_rows, rows + 1)))
+            yield from day_rows(day, ids, tag=tag).to_batches()
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _summary(case: Case, day: date) -> tuple[int, int, set[str]]:
+    """(rows, sum of id, name prefixes) of ``day`` in the contract table."""
+    table = case.read()
+    by_lower = {name.lower(): name for name in table.column_names}
+    dates = table.column(by_lower["date"]).to_pylist()
+    ids = table.column(by_lower["id"]).to_pylist()
+    names = table.column(by_lower["name"]).to_pylist()
+    mine = [i for i, d in enumerate(dates) if d == day]
+    return (
+        len(mine),
+        sum(ids[i] for i in mine),
+        {names[i].split("-")[0] for i in mine},
+    )
+
+
+def check_day_of_many_batches(case: Case) -> None:
+    """A day larger than one batch loads whole; replacing it (twice) leaves only the new rows."""
+    rows = 200_000
+    case.write(DAY_B, day_rows(DAY_B, [1, 2], tag="other"))
+    assert case.write(DAY_A, big_day(DAY_A, rows, "first")) == rows
+    assert _summary(case, DAY_A) == (rows, rows * (rows + 1) // 2, {"first"})
+    for _ in range(2):
+        assert case.write(DAY_A, big_day(DAY_A, 150_000, "second", 50_000)) == 150_000
+        assert _summary(case, DAY_A) == (150_000, 150_000 * 150_001 // 2, {"second"})
+    assert _summary(case, DAY_B) == (2, 3, {"other"})
+
+
+class SourceBroke(Exception):
+    """Raised by a reader in the middle of a day."""
+
+
+def broken_day(day: date, good_batches: int, tag: str) -> pa.RecordBatchReader:
+    """A reader that yields ``good_batches`` batches of rows, then raises ``SourceBroke``."""
+    schema = day_rows(day, []).schema
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for n in range(good_batches):
+            yield from day_rows(day, [100 + 2 * n, 101 + 2 * n], tag=tag).to_batches()
+        raise SourceBroke("the stream broke")
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def check_failure_mid_stream_keeps_the_date(case: Case) -> None:
+    """A day whose batches fail part-way writes nothing: the date keeps its previous rows,
+    in every refresh mode, and the table stays writable."""
+    case.write(DAY_A, day_rows(DAY_A, [1, 2, 3]))
+    case.write(DAY_B, day_rows(DAY_B, [4]))
+    before = case.rows()
+    for mode in RefreshMode:
+        with pytest.raises(SourceBroke):
+            case.write(DAY_A, broken_day(DAY_A, 3, "broken"), mode)
+        assert case.rows() == before, f"a failed {mode} changed the table"
+    with pytest.raises(SourceBroke):
+        case.write(DAY_C, broken_day(DAY_C, 2, "broken"), table="never_created")
+    assert case.read("never_created").num_rows == 0
+    case.write(DAY_A, day_rows(DAY_A, [7]))
+    assert case.rows() == _by_expected(expected(DAY_A, [7]) + expected(DAY_B, [4]))
 
 
 def check_bad_settings(case: Case) -> None:

@@ -86,6 +86,14 @@ def test_empty_replace_clears_the_date(case: contract.Case) -> None:
     contract.check_empty_replace_clears_the_date(case)
 
 
+def test_a_day_of_many_batches_loads_and_replaces(case: contract.Case) -> None:
+    contract.check_day_of_many_batches(case)
+
+
+def test_a_failure_mid_stream_keeps_the_date(case: contract.Case) -> None:
+    contract.check_failure_mid_stream_keeps_the_date(case)
+
+
 def test_eight_threads_write_eight_dates(case: contract.Case) -> None:
     contract.check_concurrent_dates(case)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -375,3 +376,83 @@ def test_a_killed_writer_leaves_old_or_new_rows_never_a_mix(tmp_path: Path) -> N
     finally:
         conn.close()
     assert len(counts) == 1 and counts[0][1] == 200_000, counts
+
+
+def _write_days(data_dir: str, first: int, count: int) -> list[str]:
+    """Write ``count`` dates from DAY + ``first`` into team 1's warehouse (a child process)."""
+    from opendts.connectors.boundary import Boundary
+
+    team = Boundary(team_id=1, data_dir=Path(data_dir))
+    settings = parse_settings(duck.DuckDBSettings, {})
+    destination = duck.DuckDBDestination()
+    written = []
+    for n in range(first, first + count):
+        day = DAY + timedelta(n)
+        destination.write(settings, WriteRequest("t", day, boundary=team), day_rows(day, [n, -n]))
+        written.append(str(day))
+    return written
+
+
+def test_processes_writing_one_warehouse_take_turns_and_every_date_lands(
+    tmp_path: Path, settings: duck.DuckDBSettings, destination: duck.DuckDBDestination
+) -> None:
+    # Four processes, each writing its own six dates into the same file at the same time: DuckDB
+    # lets one process open it, so without turns most writes fail with "Could not set lock".
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        results = pool.starmap(_write_days, [(str(tmp_path), 6 * p, 6) for p in range(4)])
+    assert sorted(day for days in results for day in days) == sorted(
+        str(DAY + timedelta(n)) for n in range(24)
+    )
+    table = destination.read_table(settings, "t", boundary())
+    rows = sorted(
+        zip(table.column("date").to_pylist(), table.column("id").to_pylist(), strict=True)
+    )
+    assert rows == sorted((DAY + timedelta(n), i) for n in range(24) for i in (n, -n))
+    lock = _file(settings).with_name("warehouse.duckdb.lock")
+    assert lock.stat().st_mode & 0o777 == 0o600
+
+
+_LOCK_HOLDER = (
+    "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600); "
+    "fcntl.flock(fd, fcntl.LOCK_EX); print('ready', flush=True); sys.stdin.read()"
+)
+
+
+def test_a_warehouse_busy_past_the_wait_is_transient(
+    settings: duck.DuckDBSettings,
+    destination: duck.DuckDBDestination,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    destination.write(settings, WriteRequest("t", DAY, boundary=boundary()), day_rows(DAY, [1]))
+    duck.close_all()
+    monkeypatch.setattr(duck, "lock_wait_seconds", lambda: 0.3)
+    lock = _file(settings).with_name("warehouse.duckdb.lock")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _LOCK_HOLDER, str(lock)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(TransientRunError) as caught:
+            destination.write(
+                settings,
+                WriteRequest("t", DAY + timedelta(1), boundary=boundary()),
+                day_rows(DAY + timedelta(1), [2]),
+            )
+        message = str(caught.value)
+        assert "warehouse warehouse.duckdb is busy" in message and "retried" in message
+        assert str(lock.parent) not in message
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    destination.write(
+        settings,
+        WriteRequest("t", DAY + timedelta(1), boundary=boundary()),
+        day_rows(DAY + timedelta(1), [2]),
+    )
+    ids = sorted(destination.read_table(settings, "t", boundary()).column("id").to_pylist())
+    assert ids == [1, 2]

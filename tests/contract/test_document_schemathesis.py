@@ -6,8 +6,13 @@ Two allowances, per operation, both written in the document:
 
 - ``positive_data_acceptance`` also accepts 422 from createBackfill and updateBackfillStatus
   (dates in the future, overlaps, a backfill already final: business rules of the contract)
-  and 400 from the transfer and destination writes, whose source and destination settings are
-  checked by each connector and against the team's own destinations (400 naming the field).
+  and 400 from the transfer, destination and data-source connection writes, whose source and
+  destination settings are checked by each connector and against the team's own destinations
+  (400 naming the field), and from the available options, whose ``destination_id`` must be
+  one of the team's destinations.
+- No NUL characters are generated (``--generation-allow-x00 false``): the body rule refuses
+  them in every key and string (PostgreSQL text cannot hold one), which the document says in
+  its 400 but JSON Schema cannot state for free-form objects.
 - ``document_hooks`` keeps valid requests in the demo team, and orders the two dates of the
   runs list and of a backfill create (rules across fields JSON Schema cannot state).
 
@@ -44,7 +49,8 @@ expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
 [[operations]]
 include-operation-id = [
     "createTransfer", "updateTransfer", "createDestination", "updateDestination",
-    "testDestinationConnection",
+    "testDestinationConnection", "createDataSourceConnection", "updateDataSourceConnection",
+    "getAvailableOptions",
 ]
 [operations.checks.positive_data_acceptance]
 expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429"]
@@ -145,6 +151,8 @@ def run_schemathesis(
         "20261201",
         "--continue-on-failure",
         "--no-color",
+        "--generation-allow-x00",
+        "false",
         "--generation-database",
         "none",
         "--report-dir",

@@ -118,6 +118,17 @@ def test_transfers_round_trip_and_a_backfill_loads_data(
         data_source_settings=settings,
     )  # fmt: skip
     assert updated.transfer_name == "SDK renamed"
+    still_valid = client.transfers.validate_update(
+        live.team_id, transfer_id, "demo", 1, destination.id, "SDK renamed", schedule, accounts,
+        data_source_settings=settings,
+    )  # fmt: skip
+    assert still_valid.is_valid is True and list(still_valid.errors) == []
+    invalid = client.transfers.validate_update(
+        live.team_id, transfer_id, "demo", 1, destination.id, "SDK renamed",
+        [TransferSchedule(run_interval="daily", run_hour=25)], accounts,
+    )  # fmt: skip
+    assert invalid.is_valid is False
+    assert any("run_hour" in problem.field_id for problem in invalid.errors)
     client.transfers.delete(live.team_id, transfer_id)
     with pytest.raises(SupermetricsNotFoundError):
         client.transfers.get(live.team_id, transfer_id)

@@ -145,7 +145,8 @@ def test_the_team_cap_and_the_least_busy_team_first(db: Database, account: Accou
         got = queue.claim(session, owner="w", want=100, caps=caps, lease_seconds=30, now=utcnow())
     teams = [c.team_id for c in got]
     assert len(got) == 10
-    assert teams.count(account.team_id) == 6 and teams.count(other.team_id) == 4
+    # Dealt one slot at a time to the least busy team: an even split, under the team cap.
+    assert teams.count(account.team_id) == 5 and teams.count(other.team_id) == 5
     # Nothing more until something finishes: the global cap is reached.
     with db.session(write=True) as session:
         assert (
@@ -192,3 +193,91 @@ def test_peak_parallelism_never_exceeds_the_transfer_limit(
                 break
     assert snapshot(db, backfill.id).status == "COMPLETED"
     assert peak == 3
+
+
+def test_free_slots_are_dealt_evenly_and_the_reserve_is_for_idle_teams(
+    db: Database, account: Account
+) -> None:
+    busy = make_transfer(db, account.team_id, parallel=16)
+    make_backfill(db, account, date(2024, 1, 1), date(2024, 3, 31), transfer_id=busy)
+    plan_all(db)
+    with db.session(write=True) as session:
+        held = queue.claim(
+            session, owner="w", want=8, spare=1, caps=CAPS, lease_seconds=30, now=utcnow()
+        )
+    # Alone, a team takes every regular slot; the reserve is not for a team already running.
+    assert [c.team_id for c in held] == [account.team_id] * 8
+    with db.session(write=True) as session:
+        assert (
+            queue.claim(
+                session, owner="w", want=0, spare=1, caps=CAPS, lease_seconds=30, now=utcnow()
+            )
+            == []
+        )
+    # A newcomer arrives while the busy team holds every slot: it gets the reserve at once.
+    newcomer = make_account(db)
+    small = make_transfer(db, newcomer.team_id, parallel=16)
+    make_backfill(db, newcomer, date(2024, 1, 1), date(2024, 1, 5), transfer_id=small)
+    plan_all(db)
+    with db.session(write=True) as session:
+        got = queue.claim(
+            session, owner="w", want=0, spare=1, caps=CAPS, lease_seconds=30, now=utcnow()
+        )
+    assert [(c.team_id, str(c.data_date)) for c in got] == [(newcomer.team_id, "2024-01-05")]
+    # Freed slots go to the least busy team first: 1 + 3 = 4 each, not all to the busy one.
+    apply(db, *(done(run, "w") for run in held[:4]))
+    with db.session(write=True) as session:
+        dealt = queue.claim(
+            session, owner="w", want=4, spare=1, caps=CAPS, lease_seconds=30, now=utcnow()
+        )
+    teams = [c.team_id for c in dealt]
+    assert teams.count(newcomer.team_id) == 3 and teams.count(account.team_id) == 1
+
+
+def test_a_team_with_slow_runs_in_every_slot_does_not_hold_up_another_team(
+    db: Database, settings: Settings, account: Account
+) -> None:
+    slow = make_transfer(db, account.team_id, kind="fault", parallel=16, latency_ms=600_000)
+    slow_backfill = make_backfill(
+        db, account, date(2024, 1, 1), date(2024, 1, 31), transfer_id=slow
+    )
+    other = make_account(db)
+    quick = make_transfer(db, other.team_id, kind="fault")
+    with running_engine(db, settings, worker_concurrency=4, worker_spare_slots=1):
+        wait_for(
+            lambda: snapshot(db, slow_backfill.id).runs_running == 4, what="4 slow runs running"
+        )
+        quick_backfill = make_backfill(
+            db, other, date(2024, 1, 1), date(2024, 1, 1), transfer_id=quick
+        )
+        # Without a share for it, the one-day backfill would wait 10 minutes for a slot.
+        assert final(db, quick_backfill.id, timeout=20).status == "COMPLETED"
+        slow_now = snapshot(db, slow_backfill.id)
+    assert slow_now.runs_running == 4 and slow_now.completed == 0
+
+
+def test_fair_share_holds_across_engines(
+    db: Database, settings: Settings, account: Account
+) -> None:
+    # Two engines on one database: the counts of running runs are the database's, not each
+    # engine's, so a team running on one engine is no newcomer to the other.
+    slow = make_transfer(db, account.team_id, kind="fault", parallel=16, latency_ms=600_000)
+    slow_backfill = make_backfill(
+        db, account, date(2024, 1, 1), date(2024, 1, 31), transfer_id=slow
+    )
+    other = make_account(db)
+    quick = make_transfer(db, other.team_id, kind="fault", parallel=4, latency_ms=300_000)
+    with (
+        running_engine(db, settings, worker_concurrency=2, worker_spare_slots=1),
+        running_engine(db, settings, worker_concurrency=2, worker_spare_slots=1),
+    ):
+        wait_for(lambda: snapshot(db, slow_backfill.id).runs_running == 4, what="4 slow runs")
+        quick_backfill = make_backfill(
+            db, other, date(2024, 1, 1), date(2024, 1, 10), transfer_id=quick
+        )
+        # One spare slot, on one engine: the other engine's spare is for a team with nothing
+        # running, which this team no longer is.
+        wait_for(lambda: snapshot(db, quick_backfill.id).runs_running == 1, what="a spare slot")
+        time.sleep(0.5)  # several claim cycles of both engines
+        assert snapshot(db, quick_backfill.id).runs_running == 1
+        assert snapshot(db, slow_backfill.id).runs_running == 4

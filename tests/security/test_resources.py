@@ -1,15 +1,20 @@
-"""Resources (issue 11 §4): a run cannot take the server down.
+"""Issue 11 §4, resources: a team cannot hold every slot, and a run cannot take the server down.
 
-Data runs execute in run processes, outside the process serving the API: a run past the
-memory cap or the time limit is killed and its date fails naming the limit, while the API
-answers; a run process never sees the metadata database's URL (with its password) or the
-secret key.
+Reproduced as an editor would: a transfer whose source answers slowly (here, not until the test
+ends) with ``max_parallel_runs`` 16 and a month's backfill fills every slot of the engine; before
+fair share, another team's one-day backfill waited for one of those runs to end (9 min 56 s in
+the report). Now it starts at the next claim, in a spare slot, while the slow runs go on.
+
+Data runs execute in run processes, outside the process serving the API: a run past the memory
+cap or the time limit is killed and its date fails naming the limit, while the API answers; a run
+process never sees the metadata database's URL (with its password) or the secret key.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -18,7 +23,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from opendts.api.app import create_app
+from opendts.auth.permissions import Role
 from opendts.connectors.boundary import Boundary
+from opendts.connectors.destinations import duckdb as duck
 from opendts.destinations import service as destinations
 from opendts.engine.processes import rss_mb
 from opendts.kit.db import Database
@@ -26,13 +33,72 @@ from opendts.kit.secrets import box_for
 from opendts.settings import Settings
 from opendts.transfers import api as transfers_api
 from tests.engine.support import final, run_rows, running_engine, snapshot, wait_for
-from tests.factories import Account, make_backfill
-from tests.security.resource_sources import (
-    HogSource,
-    InspectSource,
-    SleepSource,
-    registered,
-)
+from tests.factories import Account, make_account, make_backfill
+from tests.security.resource_sources import HogSource, InspectSource, SleepSource, registered
+from tests.security.test_network import duckdb_destination, http_transfer, site
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    # The slow API is on this machine: the operator allowed loopback (a laptop setup).
+    return Settings(data_dir=tmp_path, database_url=database_url, allowed_networks="127.0.0.1/32")
+
+
+def backfill(client: TestClient, account: Account, transfer_id: int, first: date) -> int:
+    created = client.post(
+        f"/v1/teams/{account.team_id}/transfers/{transfer_id}/backfills",
+        json={"range_start": first.isoformat(), "range_end": "2024-01-31"},
+        headers=account.headers,
+    )
+    assert created.status_code == 200, created.text
+    return int(created.json()["data"]["transfer_backfill_id"])
+
+
+def test_a_team_with_slow_runs_cannot_hold_every_slot(
+    client: TestClient, db: Database, settings: Settings
+) -> None:
+    hog, other = make_account(db, role=Role.EDITOR), make_account(db, role=Role.EDITOR)
+    release = threading.Event()
+
+    def answer(path: str) -> tuple[int, dict[str, str], object]:
+        if path.startswith("/slow"):
+            release.wait(120)
+        return 200, {}, [{"clicks": 1}]
+
+    with site("127.0.0.1", answer) as api:
+        slow = client.post(
+            f"/v1/teams/{hog.team_id}/transfers",
+            json={
+                "data_source_id": "http",
+                "destination_id": duckdb_destination(client, hog),
+                "display_name": "Slow ads",
+                "table": "ads",
+                "max_parallel_runs": 16,
+                "source_config": {"url": f"{api.base}/slow?day={{date}}", "timeout_seconds": 600},
+            },
+            headers=hog.headers,
+        )
+        assert slow.status_code == 201, slow.text
+        slow_id = int(slow.json()["data"]["transfer_id"])
+        quick = http_transfer(
+            client, other, duckdb_destination(client, other), url=f"{api.base}/ads?day={{date}}"
+        )
+        assert quick.status_code == 201, quick.text
+        hogging = backfill(client, hog, slow_id, date(2024, 1, 1))
+        with running_engine(db, settings, worker_concurrency=4):
+            try:
+                wait_for(lambda: snapshot(db, hogging).runs_running == 4, what="every slot")
+                quick_id = int(quick.json()["data"]["transfer_id"])
+                one_day = backfill(client, other, quick_id, date(2024, 1, 31))
+                assert final(db, one_day, timeout=30).status == "COMPLETED"
+                held = snapshot(db, hogging)
+                assert held.runs_running == 4 and held.completed == 0
+            finally:
+                release.set()
+    duck.close_all()
+
+
+# -- run processes: memory cap, time limit, what a run process sees --------------------------
 
 DAY = date(2024, 1, 1)
 
@@ -159,7 +225,8 @@ def test_a_run_process_has_neither_the_database_url_nor_the_secret_key(
             assert final(db, backfill.id).status == "COMPLETED"
     report = json.loads(report_file.read_text())
     assert report["pid"] != os.getpid()
-    assert not [name for name in report["environ"] if name.startswith("OPENDTS_")]
+    assert "OPENDTS_SECRET_KEY" not in report["environ"]
+    assert "OPENDTS_DATABASE_URL" not in report["environ"]
     for secret in (secret_key, password):
         assert secret not in json.dumps(report["environ"])
         assert secret not in report["initial_environ"]

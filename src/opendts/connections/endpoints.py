@@ -7,22 +7,59 @@ path. Every answer is enveloped; credentials are never in one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from opendts.api.context import Guarded, TeamId, request_id, run_guarded, runtime
 from opendts.auth.permissions import Access
-from opendts.connections import service
+from opendts.connections import schemas, service
 from opendts.connectors.boundary import Boundary
 from opendts.kit.envelope import data_response
+from opendts.kit.openapi import link, operation
 from opendts.kit.requests import json_object
 from opendts.kit.secrets import SecretBox, box_for
 
 router = APIRouter(tags=["Data Transfers"])
 
 PATH = "/teams/{team_id}/data-source-connections"
+
+ConnectionId = Annotated[
+    str,
+    Path(
+        description="The connection's UUID (connection_id)",
+        json_schema_extra={"format": "uuid"},
+    ),
+]
+
+_NOT_FOUND = {
+    404: "DATA_SOURCE_CONNECTION_NOT_FOUND: no such connection in this team (or it was deleted).",
+}
+_INVALID = (
+    "INVALID_PARAMETER: the body is not a JSON object, a field does not fit (the description "
+    "names it: fields.<name> for a setting the source refuses), or the settings now point "
+    "elsewhere than the stored credentials were saved for: send them again."
+)
+_EXAMPLES = {
+    "http": {
+        "data_source_id": "http",
+        "destination_type": "duckdb",
+        "display_name": "Ads API",
+        "fields": {"url": "https://api.example.com/ads?day={date}", "token": "secret-token"},
+    },
+    "contract": {"data_source_id": "demo", "destination_type": "duckdb"},
+}
+_UPDATE_EXAMPLES = {"rename": {"display_name": "Ads API (prod)"}}
+
+
+def _links(connection_id: str) -> dict[str, dict[str, object]]:
+    ids = {"team_id": "$request.path.team_id", "connection_id": connection_id}
+    return {
+        "getConnection": link("getDataSourceConnection", "Read the connection.", **ids),
+        "updateConnection": link("updateDataSourceConnection", "Change it.", **ids),
+        "deleteConnection": link("deleteDataSourceConnection", "Delete it.", **ids),
+    }
 
 
 def _boundary(request: Request, team_id: int) -> Boundary:
@@ -41,7 +78,20 @@ async def _body(request: Request) -> Any:
     return lambda: json_object(raw, content_type, service.EXAMPLE)
 
 
-@router.post(PATH, summary="Create a data-source connection", status_code=201)
+@router.post(
+    PATH,
+    **operation(
+        "createDataSourceConnection",
+        "Create a data-source connection",
+        returns=schemas.DataSourceConnectionEnvelope,
+        status=201,
+        description="The new connection (connection_id a UUID; credentials masked).",
+        body=schemas.CreateDataSourceConnectionRequest,
+        examples=_EXAMPLES,
+        errors={400: _INVALID},
+        links=_links("$response.body#/data/connection_id"),
+    ),
+)
 async def create_connection(request: Request, team_id: TeamId) -> Response:
     """201 with DataSourceConnection (``connection_id`` a UUID); credentials sealed."""
     body = await _body(request)
@@ -57,7 +107,15 @@ async def create_connection(request: Request, team_id: TeamId) -> Response:
     return data_response(request_id(request), data, status_code=201)
 
 
-@router.get(PATH, summary="List data-source connections")
+@router.get(
+    PATH,
+    **operation(
+        "listDataSourceConnections",
+        "List data-source connections",
+        returns=schemas.DataSourceConnectionListEnvelope,
+        description="The team's connections, oldest first (credentials masked).",
+    ),
+)
 async def list_connections(request: Request, team_id: TeamId) -> Response:
     """The team's connections, oldest first (credentials masked)."""
     box = _box(request)
@@ -70,8 +128,18 @@ async def list_connections(request: Request, team_id: TeamId) -> Response:
     return data_response(request_id(request), data)
 
 
-@router.get(PATH + "/{connection_id}", summary="Get a data-source connection")
-async def get_connection(request: Request, team_id: TeamId, connection_id: str) -> Response:
+@router.get(
+    PATH + "/{connection_id}",
+    **operation(
+        "getDataSourceConnection",
+        "Get a data-source connection",
+        returns=schemas.DataSourceConnectionEnvelope,
+        errors={**_NOT_FOUND, 400: "INVALID_PARAMETER: connection_id is not a UUID."},
+    ),
+)
+async def get_connection(
+    request: Request, team_id: TeamId, connection_id: ConnectionId
+) -> Response:
     """One connection (credentials masked); 404 for another team's."""
     box = _box(request)
     data = await run_guarded(
@@ -83,8 +151,21 @@ async def get_connection(request: Request, team_id: TeamId, connection_id: str) 
     return data_response(request_id(request), data)
 
 
-@router.patch(PATH + "/{connection_id}", summary="Update a data-source connection")
-async def update_connection(request: Request, team_id: TeamId, connection_id: str) -> Response:
+@router.patch(
+    PATH + "/{connection_id}",
+    **operation(
+        "updateDataSourceConnection",
+        "Update a data-source connection",
+        returns=schemas.DataSourceConnectionEnvelope,
+        body=schemas.UpdateDataSourceConnectionRequest,
+        examples=_UPDATE_EXAMPLES,
+        errors={**_NOT_FOUND, 400: _INVALID},
+        links={"getConnection": _links("$request.path.connection_id")["getConnection"]},
+    ),
+)
+async def update_connection(
+    request: Request, team_id: TeamId, connection_id: ConnectionId
+) -> Response:
     """Change ``display_name``, ``destination_type`` or ``fields`` (credentials left out are
     kept while the connection points where it did)."""
     body = await _body(request)
@@ -99,9 +180,23 @@ async def update_connection(request: Request, team_id: TeamId, connection_id: st
 
 
 @router.delete(
-    PATH + "/{connection_id}", summary="Delete a data-source connection", status_code=204
+    PATH + "/{connection_id}",
+    **operation(
+        "deleteDataSourceConnection",
+        "Delete a data-source connection",
+        returns=None,
+        status=204,
+        description="Deleted.",
+        errors={
+            **_NOT_FOUND,
+            409: "DATA_SOURCE_CONNECTION_IN_USE: transfers still read with it; their ids are "
+            "in the description.",
+        },
+    ),
 )
-async def delete_connection(request: Request, team_id: TeamId, connection_id: str) -> Response:
+async def delete_connection(
+    request: Request, team_id: TeamId, connection_id: ConnectionId
+) -> Response:
     """204; 409 DATA_SOURCE_CONNECTION_IN_USE while a transfer reads with it."""
     await run_guarded(
         request,

@@ -116,6 +116,9 @@ def create(
     """A new connection (the contract's body, plus ``display_name`` and ``fields``)."""
     source = _source(required_text(payload, "data_source_id", max_length=60))
     destination_type = _destination_type(required_text(payload, "destination_type", max_length=60))
+    api_key = payload.get("api_key")  # the contract's field; opendts has no use for it
+    if api_key is not None and (not isinstance(api_key, str) or len(api_key) > 1000):
+        raise InvalidParameter("'api_key' must be a string of at most 1000 characters, or null.")
     display_name = optional_text(payload, "display_name") or f"{source.title} connection"
     plain, sealed = _settle(source, optional_object(payload, "fields"), None, boundary)
     row = DataSourceConnection(

@@ -1,9 +1,11 @@
 """The data plane's two interfaces: a source reads one date, a destination replaces it.
 
-A source yields ``pyarrow.RecordBatch``es for one date. The loader (``connectors.load``)
-gathers them into one Arrow table (one day of data fits in memory), adds or checks the
-date column, and hands the table to a destination, which writes it in one transaction
-according to the refresh mode. Rows stay in Arrow end to end.
+A source yields ``pyarrow.RecordBatch``es for one date, of bounded size, without holding the
+whole day. The loader (``connectors.load``) checks or adds the date column of each batch,
+unifies their schemas and keeps them in bounded memory (``connectors.spool``), then hands the
+day to a destination as one ``pyarrow.RecordBatchReader``, which the destination writes batch
+by batch in one transaction according to the refresh mode. A day need not fit in memory.
+Rows stay in Arrow end to end.
 
 Connector settings are pydantic models (``extra="forbid"``): a bad config is rejected
 when a transfer or destination is created, with the field named. Fields typed
@@ -191,11 +193,16 @@ class Destination(Protocol):
     title: ClassVar[str]
     Settings: ClassVar[type[ConnectorSettings]]
 
-    def write(self, settings: Any, request: WriteRequest, data: pa.Table) -> int:
-        """Write ``data`` (already carrying the date column); returns the rows written.
+    def write(self, settings: Any, request: WriteRequest, data: pa.RecordBatchReader) -> int:
+        """Write the rows of ``data`` (already carrying the date column); returns their count.
 
-        Creates the table on first load and adds new columns; raises ``TerminalRunError``
-        naming the column on a type conflict, ``TransientRunError`` when the store is busy.
+        ``data.schema`` is the whole day's (every batch has it), known before the first batch
+        is read; the batches are read once, one at a time, and must not be gathered. All of
+        them are written in one transaction, or none: an exception raised while reading them
+        (a cancelled run, a broken spool) rolls the write back. Creates the table on first
+        load and adds new columns; raises ``TerminalRunError`` naming the column on a type
+        conflict, ``TransientRunError`` when the store is busy. (The built-in destinations
+        also accept a ``pa.Table``, see ``as_reader``.)
         """
         ...
 
@@ -242,7 +249,20 @@ class SchemaConflict(TerminalRunError):
         self.column = column
 
 
-def write_names(request: WriteRequest, data: pa.Table) -> tuple[str, str]:
+#: Rows per batch when a table is written through ``as_reader``.
+TABLE_BATCH_ROWS = 65_536
+
+
+def as_reader(data: pa.RecordBatchReader | pa.Table) -> pa.RecordBatchReader:
+    """``data`` as a reader; a table is read in slices of ``TABLE_BATCH_ROWS`` rows."""
+    import pyarrow as pa
+
+    if isinstance(data, pa.Table):
+        return data.to_reader(max_chunksize=TABLE_BATCH_ROWS)
+    return data
+
+
+def write_names(request: WriteRequest, schema: pa.Schema) -> tuple[str, str]:
     """``(table, date column)`` of a write, after checking every name it will use.
 
     Raises ``TerminalRunError``: a bad table or column name, two columns that differ only
@@ -254,7 +274,7 @@ def write_names(request: WriteRequest, data: pa.Table) -> tuple[str, str]:
     except ValueError as exc:
         raise TerminalRunError(str(exc)) from None
     seen: dict[str, str] = {}
-    for name in data.column_names:
+    for name in schema.names:
         if not name:
             raise TerminalRunError("The source sends a column without a name.")
         other = seen.setdefault(name.lower(), name)
@@ -263,6 +283,6 @@ def write_names(request: WriteRequest, data: pa.Table) -> tuple[str, str]:
                 f"The source sends both {other!r} and {name!r}: column names must differ in "
                 "more than letter case."
             )
-    if date_column not in data.column_names:
+    if date_column not in schema.names:
         raise TerminalRunError(f"The rows to write have no date column {date_column!r}.")
     return table, date_column

@@ -3,6 +3,10 @@
 The transfer row names the source (settings in ``config``, credentials sealed in
 ``source_secrets``), the destination, the table, the date column and the refresh mode. They
 are read at every run, so an edited transfer or destination takes effect at the next run.
+
+A day flows in bounded batches: the source's batches are checked and kept by a ``DaySpool``
+(in memory up to a bound, beyond it in a private spool in the team's folder), then handed to
+the destination as one ``pa.RecordBatchReader`` with the day's unified schema.
 """
 
 from __future__ import annotations
@@ -12,15 +16,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from sqlalchemy import select
 
 from opendts.connections.models import DataSourceConnection as ConnectionRow
-from opendts.connectors import credentials, excerpts, registry
+from opendts.connectors import credentials, registry
 from opendts.connectors.base import (
     ConfigError,
     Destination,
@@ -31,6 +32,7 @@ from opendts.connectors.base import (
     parse_settings,
 )
 from opendts.connectors.boundary import Boundary
+from opendts.connectors.spool import DaySpool
 from opendts.destinations.models import Destination as DestinationRow
 from opendts.engine.errors import TerminalRunError, TransientRunError
 from opendts.engine.kinds import RunContext, RunResult
@@ -64,50 +66,6 @@ def account_ids(accounts_json: str) -> tuple[str, ...]:
         if isinstance(item, dict) and item.get("account_id") not in (None, ""):
             out.append(str(item["account_id"]))
     return tuple(out)
-
-
-def assemble(batches: list[pa.RecordBatch], date_column: str, day: date) -> pa.Table:
-    """One table from a source's batches, carrying ``date_column`` = ``day`` on every row.
-
-    Batches may differ in schema (an API page without some key): columns are unified, with
-    types promoted where they differ. A source that sends its own date column must only send
-    rows of the day asked for; other dates would escape the day's replace and duplicate.
-    """
-    if batches:
-        tables = [pa.Table.from_batches([batch]) for batch in batches]
-        try:
-            table = pa.concat_tables(tables, promote_options="permissive")
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise TerminalRunError(
-                "The source sent pages whose columns have incompatible types "
-                f"({excerpts.excerpt(str(exc))})."
-            ) from None
-    else:
-        table = pa.table({})
-    rows = table.num_rows
-    day_array = pa.array([day] * rows, pa.date32()) if rows else pa.array([], pa.date32())
-    names = table.column_names
-    if date_column not in names:
-        return table.append_column(pa.field(date_column, pa.date32()), day_array)
-    column = table.column(date_column)
-    try:
-        as_dates = pc.cast(column, pa.date32()) if column.type != pa.date32() else column
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        raise TerminalRunError(
-            f"The source's column {date_column!r} holds {column.type} values that are not "
-            f"dates. Rename it in the source or set another date column on the transfer."
-        ) from None
-    if rows and as_dates.null_count == 0:
-        wrong = pc.sum(pc.not_equal(as_dates, pa.scalar(day, pa.date32()))).as_py() or 0
-    else:
-        wrong = rows
-    if rows and wrong:
-        raise TerminalRunError(
-            f"The source returned {wrong} of {rows} rows whose {date_column!r} is not {day}. "
-            "A run loads one date: filter the source by the date (e.g. a {date} template) "
-            "so every row belongs to it."
-        )
-    return table.set_column(names.index(date_column), date_column, day_array)
 
 
 class LoadKind:
@@ -295,27 +253,33 @@ def load_day(spec: LoadSpec, ctx: RunContext, boundary: Boundary) -> RunResult:
     request = ReadRequest(
         ctx.data_date, spec.accounts, ctx.attempt, ctx.cancelled, boundary=boundary
     )
-    batches = []
-    for batch in spec.source.read(spec.source_settings, request):
+    with DaySpool(boundary, spec.date_column, ctx.data_date) as day:
+        batches = spec.source.read(spec.source_settings, request)
+        try:
+            for batch in batches:
+                if ctx.cancelled.is_set():
+                    raise TransientRunError("The run was interrupted while reading the source.")
+                day.add(batch)
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+        day.finish()
+        read_seconds = time.perf_counter() - began
         if ctx.cancelled.is_set():
-            raise TransientRunError("The run was interrupted while reading the source.")
-        batches.append(batch)
-    table = assemble(batches, spec.date_column, ctx.data_date)
-    read_seconds = time.perf_counter() - began
-    if ctx.cancelled.is_set():
-        raise TransientRunError("The run was interrupted before writing.")
-    rows = spec.destination.write(
-        spec.destination_settings,
-        WriteRequest(
-            spec.table,
-            ctx.data_date,
-            spec.date_column,
-            spec.mode,
-            ctx.cancelled,
-            boundary=boundary,
-        ),
-        table,
-    )
+            raise TransientRunError("The run was interrupted before writing.")
+        rows = spec.destination.write(
+            spec.destination_settings,
+            WriteRequest(
+                spec.table,
+                ctx.data_date,
+                spec.date_column,
+                spec.mode,
+                ctx.cancelled,
+                boundary=boundary,
+            ),
+            day.reader(),
+        )
     write_seconds = time.perf_counter() - began - read_seconds
     verb = {
         RefreshMode.REPLACE: f"replaced {ctx.data_date} in",

@@ -140,6 +140,8 @@ class Engine:
         self.settings = settings
         self.owner = owner or new_owner_id()
         self.concurrency = settings.worker_concurrency
+        #: Extra slots for teams with nothing executing (queue.claim's ``spare``).
+        self.spare = settings.worker_spare_slots
         self.caps = queue.Caps(settings.max_running_runs, settings.max_running_runs_per_team)
         self.stats = EngineStats()
         self._done: stdqueue.SimpleQueue[queue.Outcome] = stdqueue.SimpleQueue()
@@ -149,15 +151,19 @@ class Engine:
         self._event = threading.Event()
         self._plan_hint = True
         self._claim_hint = True
+        #: New work was announced: a claim with only spare slots free may find a newcomer.
+        self._spare_hint = True
         self._stopping = threading.Event()
         self._closed = threading.Event()
         self._grace_until: float | None = None
         self._pool = ThreadPoolExecutor(
-            max_workers=self.concurrency * 2, thread_name_prefix="opendts-run"
+            max_workers=self.concurrency * 2 + self.spare, thread_name_prefix="opendts-run"
         )
         self._prepared: dict[tuple[str, str], Any] = {}
         #: Data runs execute in these child processes (started at the first data run).
-        self.processes = RunProcesses(self.concurrency, settings.run_memory_mb)
+        self.processes = RunProcesses(
+            self.concurrency + self.spare, settings.run_memory_mb, settings
+        )
         self._kinds = _process_kinds(db, settings, self.processes)
         self._threads: list[threading.Thread] = []
 
@@ -176,9 +182,10 @@ class Engine:
             thread.start()
             self._threads.append(thread)
         log.info(
-            "engine %s started: %d slots, lease %.0fs",
+            "engine %s started: %d slots (+%d for teams with nothing running), lease %.0fs",
             self.owner,
             self.concurrency,
+            self.spare,
             self.settings.lease_seconds,
         )
 
@@ -186,6 +193,7 @@ class Engine:
         """Look at the queue now (new backfill, freed slot): the in-process wake-up."""
         self._plan_hint = True
         self._claim_hint = True
+        self._spare_hint = True
         self._event.set()
 
     def stop(self, grace: float | None = None) -> None:
@@ -280,13 +288,21 @@ class Engine:
             return True  # keep planning first: a backfill's runs are claimable once all exist
         with self._lock:
             finishing = sum(1 for o in batch if o.run_id in self._inflight)
-            want = self.concurrency - len(self._inflight) + finishing
+            busy = len(self._inflight) - finishing
+        want = max(0, self.concurrency - busy)
+        spare = max(0, min(self.spare, self.concurrency + self.spare - busy))
         # Finished attempts free capacity (this process's, the transfer's, the team's): refill.
         wanted = self._claim_hint or polling or bool(batch)
-        claiming = not self._stopping.is_set() and want > 0 and wanted
+        # With only spare slots free, look when new work was announced, a spare slot freed up
+        # (a run finished, yet every regular slot is still busy) or at each poll; not after
+        # every full claim, which brings no team that had nothing running.
+        room = want > 0 or (spare > 0 and (self._spare_hint or polling or bool(batch)))
+        claiming = not self._stopping.is_set() and room and wanted
         if not batch and not claiming:
             return progressed
         self._claim_hint = False
+        if claiming:
+            self._spare_hint = False
         now = utcnow()
         began = time.perf_counter()
 
@@ -297,6 +313,7 @@ class Engine:
                     session,
                     owner=self.owner,
                     want=want,
+                    spare=spare,
                     caps=self.caps,
                     lease_seconds=self.settings.lease_seconds,
                     now=now,
@@ -355,7 +372,7 @@ class Engine:
         )
         if created:
             self.stats.scheduled += created
-            self._claim_hint = True
+            self._claim_hint = self._spare_hint = True
 
     def _plan(self) -> bool:
         planned = self._write(
@@ -372,6 +389,7 @@ class Engine:
         # More of this backfill (or another) may wait to be planned; a finished plan can run.
         self._plan_hint = True
         self._claim_hint = self._claim_hint or planned.scheduled
+        self._spare_hint = self._spare_hint or planned.scheduled
         return True
 
     def _start(self, claimed: list[queue.Claimed], now: datetime) -> None:

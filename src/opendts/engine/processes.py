@@ -2,9 +2,13 @@
 
 A ``RunProcesses`` pool belongs to one engine. It starts children lazily (one per run executing
 at once, reused for the next runs) with ``subprocess`` and a clean environment: a child never
-sees the metadata database's URL, the secret key or any ``OPENDTS_*`` variable, only what a run
-of a data transfer needs, sent over a socket with each job (the connectors, their revealed
-settings, the team's boundary, the date and the attempt).
+sees the metadata database's URL or the secret key (of the ``OPENDTS_*`` variables it gets only
+the ``CHILD_SETTINGS`` connectors read), only what a run of a data transfer needs, sent over a
+socket with each job (the connectors, their revealed settings, the team's boundary, the date and
+the attempt).
+
+DuckDB warehouses are shared between run processes by the DuckDB destination's own lock (one
+writing process per file, ``OPENDTS_DUCKDB_LOCK_WAIT_SECONDS``).
 
 The parent thread that handed a job over watches it until it ends:
 
@@ -89,10 +93,20 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-def child_environment() -> dict[str, str]:
-    """The environment of a run process: the few variables above, and the parent's
-    ``sys.path`` (so connectors installed or registered in the parent import alike)."""
+#: Operator settings connectors read in a run process (``get_settings()``), passed on with the
+#: engine's values. Never the database URL, the secret key or a storage URL.
+CHILD_SETTINGS = ("duckdb_lock_wait_seconds",)
+
+
+def child_environment(settings: Any = None) -> dict[str, str]:
+    """The environment of a run process: the few variables above, the ``CHILD_SETTINGS`` of
+    ``settings``, and the parent's ``sys.path`` (so connectors installed or registered in the
+    parent import alike)."""
     env = {name: os.environ[name] for name in KEPT_ENVIRONMENT if name in os.environ}
+    for name in CHILD_SETTINGS:
+        value = getattr(settings, name, None)
+        if value is not None:
+            env[f"OPENDTS_{name.upper()}"] = str(value)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -117,7 +131,7 @@ class Job:
 class _Child:
     """One run process and the parent's end of its socket."""
 
-    def __init__(self, memory_mb: int) -> None:
+    def __init__(self, memory_mb: int, env: dict[str, str]) -> None:
         parent, child = socket.socketpair()
         try:
             self.popen = subprocess.Popen(
@@ -129,7 +143,7 @@ class _Child:
                     str(memory_mb),
                 ],
                 pass_fds=(child.fileno(),),
-                env=child_environment(),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 close_fds=True,
             )
@@ -181,9 +195,10 @@ class _Child:
 class RunProcesses:
     """A lazily started pool of run processes, ``size`` of them kept between runs."""
 
-    def __init__(self, size: int, memory_mb: int) -> None:
+    def __init__(self, size: int, memory_mb: int, settings: Any = None) -> None:
         self.size = size
         self.memory_mb = memory_mb
+        self._env = child_environment(settings)
         self._idle: list[_Child] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -202,7 +217,7 @@ class RunProcesses:
                 child.conn.close()
             self.started += 1
         try:
-            return _Child(self.memory_mb)
+            return _Child(self.memory_mb, self._env)
         except OSError as exc:  # out of processes or memory on the machine: try again later
             raise TransientRunError(
                 f"Could not start a run process ({exc.strerror or exc}); the date is retried."
@@ -329,49 +344,6 @@ class _Forward(logging.Handler):
             self.send(("log", record.levelno, record.name, record.getMessage()))
 
 
-class _OneWriterAtATime:
-    """A DuckDB destination as run processes share it: DuckDB lets one process at a time
-    open a file, so a child writes under an exclusive lock on a file named after the
-    destination's settings (the write waits for the other processes' writes instead of
-    failing), and closes its connection before it lets go."""
-
-    def __init__(self, destination: Any, settings: Any, boundary: Any) -> None:
-        import hashlib
-        import json
-
-        self._destination = destination
-        self.name = destination.name
-        self.title = destination.title
-        self.Settings = destination.Settings
-        key = json.dumps([destination.name, boundary.team_id, str(settings)], default=str)
-        folder = boundary.data_dir / "run-locks"
-        self._path = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.lock"
-
-    def write(self, settings: Any, request: Any, data: Any) -> Any:
-        import fcntl
-
-        from opendts.connectors.destinations import duckdb as duckdb_destination
-
-        self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                return self._destination.write(settings, request, data)
-            finally:
-                duckdb_destination.close_all()
-        finally:
-            os.close(fd)  # releases the lock
-
-
-def _for_processes(spec: Any, boundary: Any) -> Any:
-    """``spec`` with its destination shared safely between run processes."""
-    if spec.destination.name != "duckdb":
-        return spec
-    shared = _OneWriterAtATime(spec.destination, spec.destination_settings, boundary)
-    return dataclasses.replace(spec, destination=shared)
-
-
 def _limit_memory(memory_mb: int) -> None:
     """``RLIMIT_AS``: the address space the child has now (libraries loaded), plus the cap
     twice over (virtual memory runs ahead of resident memory). The parent's watch of resident
@@ -430,7 +402,7 @@ def _child_main(fd: int, memory_mb: int) -> None:
             job.max_attempts,
         )
         try:
-            result = load_day(_for_processes(job.spec, job.boundary), ctx, job.boundary)
+            result = load_day(job.spec, ctx, job.boundary)
             reply: tuple[Any, ...] = ("done", result)
         except BaseException as exc:
             verdict = classify(exc)

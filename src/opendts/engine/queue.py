@@ -15,6 +15,7 @@ take the backfill, then its QUEUED runs. Claims skip rows another transaction ho
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -462,6 +463,49 @@ def _lease(
     )
 
 
+def _room(c: _Candidate, running: _Running, caps: Caps) -> int:
+    """How many more runs the transfer may start under its own and its team's caps."""
+    return min(
+        c.max_parallel - running.by_transfer[c.transfer_id],
+        caps.per_team - running.by_team[c.team_id],
+    )
+
+
+def _order(c: _Candidate) -> int:
+    # Refreshes only (no backfill) first, then the oldest backfill.
+    return c.backfill_ids[0] if c.backfill_ids else 0
+
+
+def _share(
+    slots: int, candidates: list[_Candidate], running: _Running, caps: Caps, spent: set[int]
+) -> dict[int, int]:
+    """Deal ``slots`` one at a time, each to the team with the fewest runs executing (then
+    the oldest backfill), within that team to its least busy transfer: no team is given a
+    second slot while a team with work has fewer. Returns {transfer_id: slots}."""
+    teams: dict[int, list[_Candidate]] = defaultdict(list)
+    for c in candidates:
+        if c.transfer_id not in spent and _room(c, running, caps) > 0:
+            teams[c.team_id].append(c)
+    load = {team: running.by_team[team] for team in teams}
+    heap = [(load[team], min(_order(c) for c in cs), team) for team, cs in teams.items()]
+    heapq.heapify(heap)
+    given: dict[int, int] = defaultdict(int)
+    while slots > 0 and heap:
+        _, order, team = heapq.heappop(heap)
+        open_ = [c for c in teams[team] if _room(c, running, caps) - given[c.transfer_id] > 0]
+        if not open_ or load[team] >= caps.per_team:
+            continue
+        c = min(
+            open_,
+            key=lambda c: (running.by_transfer[c.transfer_id] + given[c.transfer_id], _order(c)),
+        )
+        given[c.transfer_id] += 1
+        load[team] += 1
+        slots -= 1
+        heapq.heappush(heap, (load[team], order, team))
+    return dict(given)
+
+
 def claim(
     session: Session,
     *,
@@ -470,9 +514,18 @@ def claim(
     caps: Caps,
     lease_seconds: float,
     now: datetime,
+    spare: int = 0,
 ) -> list[Claimed]:
-    """Lease up to ``want`` runs: newest dates first, least busy teams first, within every cap."""
-    if want <= 0:
+    """Lease up to ``want`` runs, plus up to ``spare`` for teams with nothing executing.
+
+    Newest dates first, within every cap, and shared fairly (docs/engine.md, "Fair share"):
+    the ``want`` slots are dealt one at a time to the team with the fewest runs executing
+    (counted over every engine, in this transaction), so no team gets a second slot while
+    another team with work has fewer. The ``spare`` slots are this engine's reserve for teams
+    that have no run executing anywhere: one run each, so a newcomer starts at this claim even
+    when another team's slow runs hold every other slot.
+    """
+    if want <= 0 and spare <= 0:
         return []
     postgres = session.get_bind().dialect.name == "postgresql"
     if postgres:
@@ -481,34 +534,19 @@ def claim(
     if not candidates:
         return []
     running = _running_counts(session)
-    by_transfer, by_team, total = running.by_transfer, running.by_team, running.total
-    # Fairness: the team with the fewest runs in flight goes first, then the oldest backfill.
-    candidates.sort(
-        key=lambda c: (
-            by_team[c.team_id],
-            by_transfer[c.transfer_id],
-            c.backfill_ids[0] if c.backfill_ids else 0,
-        )
-    )
     lease_until = now + timedelta(seconds=lease_seconds)
     claimed: list[Claimed] = []
     started_backfills: list[int] = []
-    for c in candidates:
-        free = min(
-            c.max_parallel - by_transfer[c.transfer_id],
-            caps.per_team - by_team[c.team_id],
-            caps.total - total,
-            want - len(claimed),
-        )
-        if free <= 0:
-            if caps.total - total <= 0 or want - len(claimed) <= 0:
-                break
-            continue
+    #: Transfers that yielded fewer runs than asked: nothing more to take from them now.
+    spent: set[int] = set()
+    by_id = {c.transfer_id: c for c in candidates}
+
+    def take(c: _Candidate, count: int) -> int:
         picked = []
         if c.recurring:
             # Scheduled refreshes go first: they keep recent data fresh while backfills wait.
-            picked += _lease(session, c, None, free, owner, lease_until, now, check_dates=True)
-        if c.backfill_ids and free - len(picked) > 0:
+            picked += _lease(session, c, None, count, owner, lease_until, now, check_dates=True)
+        if c.backfill_ids and count - len(picked) > 0:
             if c.scheduled_ids and postgres:
                 # A cancel holds the backfill before its runs; so must we (see the module doc).
                 locked = session.execute(
@@ -526,14 +564,14 @@ def claim(
                 session,
                 c,
                 c.backfill_ids,
-                free - len(picked),
+                count - len(picked),
                 owner,
                 lease_until,
                 now,
                 check_dates=bool(foreign) or c.recurring,
             )
-        if not picked:
-            continue
+        if len(picked) < count:
+            spent.add(c.transfer_id)
         picked = sorted(picked, key=lambda row: (row.data_date, -row.id), reverse=True)
         for row in picked:
             claimed.append(
@@ -549,15 +587,36 @@ def claim(
                     c.config,
                 )
             )
+            running.owners[c.transfer_id].add(row.backfill_id)
         started = {row.backfill_id for row in picked}
-        started_backfills += [b for b in c.scheduled_ids if b in started]
-        by_transfer[c.transfer_id] += len(picked)
-        by_team[c.team_id] += len(picked)
-        total += len(picked)
+        started_backfills.extend(b for b in c.scheduled_ids if b in started)
+        running.by_transfer[c.transfer_id] += len(picked)
+        running.by_team[c.team_id] += len(picked)
+        running.total += len(picked)
+        return len(picked)
+
+    # The engine's slots, dealt fairly; again while a transfer came up short (its runs wait
+    # for a retry time or another run's date) and other work could use what it left.
+    while (slots := min(want - len(claimed), caps.total - running.total)) > 0:
+        shares = _share(slots, candidates, running, caps, spent)
+        asked = sum(shares.values())
+        if not asked or sum(take(by_id[t], n) for t, n in shares.items()) == asked:
+            break
+    # The reserve: one run for each team with nothing executing, oldest backfill first.
+    reserve = min(spare, caps.total - running.total)
+    idle = sorted(
+        (c for c in candidates if running.by_team[c.team_id] == 0 and c.transfer_id not in spent),
+        key=_order,
+    )
+    for c in idle:
+        if reserve <= 0:
+            break
+        if running.by_team[c.team_id] == 0 and _room(c, running, caps) > 0 and take(c, 1):
+            reserve -= 1
     if started_backfills:
         session.execute(
             update(backfills)
-            .where(backfills.c.id.in_(sorted(started_backfills)))
+            .where(backfills.c.id.in_(sorted(set(started_backfills))))
             .where(_status_is(backfills.c.status, BackfillStatus.SCHEDULED.value))
             .values(status=BackfillStatus.RUNNING.value, start_time=now)
         )

@@ -59,8 +59,10 @@ COMMON_ERRORS: dict[int, str] = {
 #: Added to every operation that takes a body.
 BODY_ERRORS: dict[int, str] = {
     400: (
-        "INVALID_PARAMETER: the body is not a JSON object sent as application/json, or a path "
-        "id, query parameter or body field is missing or malformed; error.description names it."
+        "INVALID_PARAMETER: the body is not a JSON object sent as application/json, breaks the "
+        "body rule (nested deeper than 64 levels, a NUL character (\\u0000) in a key or "
+        "string, a string longer than 32,768 characters), or a path id, query parameter or body "
+        "field is missing or malformed; error.description names it."
     ),
     413: "PAYLOAD_TOO_LARGE: the body is larger than OPENDTS_MAX_REQUEST_BYTES.",
 }

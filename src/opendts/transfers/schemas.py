@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from opendts.connectors import registry
 from opendts.connectors.describe import SetupSetting
+from opendts.destinations.schemas import DestinationType
 from opendts.kit.openapi import enveloped
 from opendts.transfers import schedule
 from opendts.transfers.service import MAX_PARALLEL_RUNS
@@ -122,6 +123,12 @@ class TransferConfigurationRequest(BaseModel):
         None, description="replace (the date's rows in one transaction), append or overwrite."
     )
     max_parallel_runs: int | None = Field(None, ge=1, le=MAX_PARALLEL_RUNS, description="(1)")
+    data_source_connection_id: str | None = Field(
+        None,
+        json_schema_extra={"format": "uuid"},
+        description="A data-source connection of the team for this source: its settings and "
+        "credentials are used, source_config adds to them. Left out of an update: kept.",
+    )
 
 
 class TransferConfigurationCandidate(RootModel[dict[str, Any]]):
@@ -159,25 +166,109 @@ class ValidationErrorsResponse(BaseModel):
 
 
 class AvailableSource(BaseModel):
+    """The contract's DataSource, plus our ``name`` and ``settings``."""
+
     data_source_id: str
+    service_name: str
+    service_provider: str = Field(examples=["opendts", "plugin"])
+    logo_url: str | None
+    has_custom_fields: bool
+    is_custom_connector: bool = Field(description="True for a plugin's source.")
+    is_public_beta: bool
+    is_released: bool
+    is_internal: bool
+    applicable_destinations: list[str] = Field(description="Destination types it can load into.")
     name: str
     settings: list[SetupSetting]
 
 
+class DestinationDetail(BaseModel):
+    id: str
+    value: Any = None
+
+
+class TransferDestination(BaseModel):
+    """One of the team's destinations (credentials never included)."""
+
+    destination_id: int
+    destination_name: str
+    destination_type: str
+    destination_label: str
+    destination_icon_url: str
+    is_internal: bool
+    details: list[DestinationDetail] = Field(description="Its settings, credentials masked.")
+
+
+class CatalogueDestinationType(DestinationType):
+    """An installed destination type, with where to check, create and update one."""
+
+    connection_check_url: str
+    create_url: str
+    update_url_template: str
+
+
 class AvailableSourcesResponse(BaseModel):
     data_sources: list[AvailableSource]
+    destinations: list[TransferDestination]
+    destination_types: list[CatalogueDestinationType]
 
 
 class AvailableOptionsQuery(BaseModel):
     model_config = ConfigDict(json_schema_extra=_installed_sources)
 
     source_id: str = Field(description="A source connector of this server, e.g. demo.")
-    destination_id: str | None = Field(None, description="Echoed back.")
+    destination_id: int | None = Field(
+        None, ge=1, le=MAX_ID, description="One of the team's destinations (400 otherwise)."
+    )
+
+
+class OptionsDataSource(BaseModel):
+    data_source_id: str
+    service_name: str
+    settings: list[SetupSetting]
+
+
+class ScheduleField(BaseModel):
+    id: str
+    minimum: int
+    maximum: int
+    is_required: bool
+    default: int | None
+
+
+class ScheduleOption(BaseModel):
+    run_interval: Literal["daily", "hourly", "weekly", "monthly"]
+    label: str
+    fields: list[ScheduleField]
+
+
+class SchemaOption(BaseModel):
+    schema_id: int
+    schema_name: str
+    description: str
+
+
+class LicenseInfo(BaseModel):
+    name: str
+    license: str
+    max_backfill_days: int
+    max_parallel_runs: int
+    rate_limit_per_hour: int
 
 
 class TransferOptionsResponse(BaseModel):
+    """The contract's TransferOptionsResponse, plus our ``source_id`` on."""
+
+    data_source: OptionsDataSource
+    schedule_options: list[ScheduleOption]
+    schemas: list[SchemaOption]
+    logins: list[dict[str, Any]] = Field(description="Always empty: sources sign in by settings.")
+    accounts: list[dict[str, Any]] = Field(description="Always empty.")
+    segments: list[dict[str, Any]] = Field(description="Always empty.")
+    license: LicenseInfo
     source_id: str
-    destination_id: str | None
+    destination_id: int | None
+    destination: TransferDestination | None
     settings: list[SetupSetting]
     refresh_modes: list[Literal["replace", "append", "overwrite"]]
     schedule_intervals: list[Literal["daily", "hourly", "weekly", "monthly"]]
@@ -218,6 +309,7 @@ class TransferConfigurationResponse(BaseModel):
     date_column: str
     refresh_mode: Literal["replace", "append", "overwrite"]
     max_parallel_runs: int
+    data_source_connection_id: str | None
     next_run_time: datetime | None
     created_time: datetime | None
 

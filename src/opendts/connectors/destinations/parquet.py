@@ -46,6 +46,7 @@ from opendts.connectors.base import (
     RefreshMode,
     SchemaConflict,
     WriteRequest,
+    as_reader,
     check_identifier,
     settings_boundary,
 )
@@ -54,6 +55,8 @@ from opendts.connectors.schema import family_of_arrow, fits
 from opendts.engine.errors import TerminalRunError, TransientRunError
 
 METADATA = "_common_metadata"
+#: Rows per row group of a written file (a day's batches are gathered up to this many).
+ROW_GROUP_ROWS = 131_072
 _PARTITION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,62})=(\d{4}-\d{2}-\d{2})$")
 
 
@@ -241,11 +244,48 @@ def _new_file(path: Path) -> Any:
     return os.fdopen(os.open(path, flags, paths.FILE_MODE), "wb")
 
 
-def _write_file(data: pa.Table, file: Path, compression: str) -> None:
+def _write_file(
+    data: pa.RecordBatchReader,
+    schema: pa.Schema,
+    key: str,
+    file: Path,
+    compression: str,
+    request: WriteRequest,
+) -> int:
+    """The reader's rows, conformed to the table's ``schema`` and without the partition
+    column ``key``, as one new Parquet file (row groups of ``ROW_GROUP_ROWS``); returns the
+    rows written (the file is written, empty, even when there are none)."""
+    body = _conform(data.schema.empty_table(), schema).drop_columns([key]).schema
+    rows = 0
     with _new_file(file) as handle:
-        pq.write_table(data, handle, compression=None if compression == "none" else compression)
+        writer = pq.ParquetWriter(
+            handle, body, compression=None if compression == "none" else compression
+        )
+        try:
+            group: list[pa.Table] = []
+            grouped = 0
+            for batch in data:
+                if request.cancelled.is_set():
+                    raise TransientRunError("The run was interrupted while writing Parquet files.")
+                if not batch.num_rows:
+                    continue
+                piece = _conform(pa.Table.from_batches([batch]), schema).drop_columns([key])
+                if not piece.schema.equals(body):
+                    piece = piece.cast(body)
+                group.append(piece)
+                grouped += piece.num_rows
+                if grouped >= ROW_GROUP_ROWS:
+                    writer.write_table(pa.concat_tables(group), row_group_size=grouped)
+                    rows += grouped
+                    group, grouped = [], 0
+            if group:
+                writer.write_table(pa.concat_tables(group), row_group_size=grouped)
+                rows += grouped
+        finally:
+            writer.close()
         handle.flush()
         os.fsync(handle.fileno())
+    return rows
 
 
 def _write_metadata(folder: Path, schema: pa.Schema) -> None:
@@ -277,16 +317,20 @@ class ParquetDestination:
     title: ClassVar[str] = "Parquet files"
     Settings: ClassVar[type[ConnectorSettings]] = ParquetSettings
 
-    def write(self, settings: Any, request: WriteRequest, data: pa.Table) -> int:
+    def write(
+        self, settings: Any, request: WriteRequest, data: pa.RecordBatchReader | pa.Table
+    ) -> int:
         config: ParquetSettings = settings
+        reader = as_reader(data)
         try:
             table = check_identifier(request.table)
             key = check_identifier(request.date_column, "date column")
         except ValueError as exc:
             raise TerminalRunError(str(exc)) from None
-        if key not in data.column_names:
+        names = reader.schema.names
+        if key not in names:
             raise TerminalRunError(f"The rows to write have no date column {key!r}.")
-        if len(set(data.column_names)) != data.num_columns:
+        if len(set(names)) != len(names):
             raise TerminalRunError("The source sends two columns with the same name.")
         if request.cancelled.is_set():
             raise TransientRunError("The run was interrupted before writing Parquet files.")
@@ -297,7 +341,7 @@ class ParquetDestination:
             paths.make_folders(root)
             with _table_lock(root, table, exclusive=True):
                 _clean_leftovers(root, table)
-                self._write(root, table, key, config.compression, request, data)
+                return self._write(root, table, key, config.compression, request, reader)
         except OSError as exc:
             problem = exc.strerror or str(exc)
             where = paths.shown(Path(exc.filename), request.boundary) if exc.filename else shown
@@ -310,7 +354,6 @@ class ParquetDestination:
                 f"Could not write Parquet files under {shown} ({problem}: {where}): fix the "
                 "destination's path or the folder's permissions."
             ) from None
-        return int(data.num_rows)
 
     def _write(
         self,
@@ -319,24 +362,28 @@ class ParquetDestination:
         key: str,
         compression: str,
         request: WriteRequest,
-        data: pa.Table,
-    ) -> None:
+        data: pa.RecordBatchReader,
+    ) -> int:
         table_dir = _table_dir(root, table)
         schema = _merge(table, _stored_schema(table_dir), data.schema)
-        body = _conform(data, schema).drop_columns([key])
         partition = f"{key}={request.data_date.isoformat()}"
         file_name = f"part-{uuid.uuid4().hex}.parquet"
 
         if request.mode is RefreshMode.OVERWRITE:
             staging = root / _tmp_name(table)
-            _mkdir(staging)
-            if data.num_rows:
+            try:
+                _mkdir(staging)
                 _mkdir(staging / partition)
-                _write_file(body, staging / partition / file_name, compression)
-            _write_metadata(staging, schema)
-            self._check_cancelled(request)
-            _put_in_place(staging, table_dir)
-            return
+                file = staging / partition / file_name
+                rows = _write_file(data, schema, key, file, compression, request)
+                if not rows:
+                    _remove(staging / partition)
+                _write_metadata(staging, schema)
+                self._check_cancelled(request)
+                _put_in_place(staging, table_dir)
+            finally:
+                _remove(staging)  # gone once in place; a failed write's is removed now
+            return rows
 
         with contextlib.suppress(FileExistsError):
             _mkdir(table_dir)
@@ -344,35 +391,32 @@ class ParquetDestination:
         # (columns read as NULL), never files with a column the schema lacks.
         _write_metadata(table_dir, schema)
         target = table_dir / partition
-        if request.mode is RefreshMode.APPEND:
-            if not data.num_rows:
-                return
-            staging = table_dir / _tmp_name()
+        staging = table_dir / _tmp_name()
+        try:
             _mkdir(staging)
-            _write_file(body, staging / file_name, compression)
-            self._check_cancelled(request)
-            if target.is_dir():
-                os.rename(staging / file_name, target / file_name)
-                _fsync_dir(target)
-                staging.rmdir()
-            else:
-                _put_in_place(staging, target)
-            return
-
-        # REPLACE
-        if not data.num_rows:
-            if target.exists():
+            rows = _write_file(data, schema, key, staging / file_name, compression, request)
+            if request.mode is RefreshMode.APPEND:
+                if not rows:
+                    return 0
                 self._check_cancelled(request)
+                if target.is_dir():
+                    os.rename(staging / file_name, target / file_name)
+                    _fsync_dir(target)
+                else:
+                    _put_in_place(staging, target)
+                return rows
+            # REPLACE
+            self._check_cancelled(request)
+            if rows:
+                _put_in_place(staging, target)
+            elif target.exists():
                 retired = table_dir / _tmp_name()
                 os.rename(target, retired)
                 _fsync_dir(table_dir)
                 _remove(retired)
-            return
-        staging = table_dir / _tmp_name()
-        _mkdir(staging)
-        _write_file(body, staging / file_name, compression)
-        self._check_cancelled(request)
-        _put_in_place(staging, target)
+            return rows
+        finally:
+            _remove(staging)  # gone once in place; a failed or empty write's is removed now
 
     @staticmethod
     def _check_cancelled(request: WriteRequest) -> None:

@@ -35,7 +35,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -51,6 +51,7 @@ from opendts.connectors.base import (
     ConnectorSettings,
     RefreshMode,
     WriteRequest,
+    as_reader,
     check_identifier,
     quote,
     settings_boundary,
@@ -524,7 +525,7 @@ def _lock_key(schema: str, table: str) -> str:
     return f"hashtext({_literal(f'{schema}.{table}'.lower())})"
 
 
-def _create_table(cur: Any, schema: str, table: str, data: pa.Table) -> _Table | None:
+def _create_table(cur: Any, schema: str, table: str, columns: pa.Schema) -> _Table | None:
     """Create the schema (if missing) and the table; the caller holds the table's lock."""
     found_schema = _schema_exists(cur, schema)
     if found_schema is None:
@@ -533,7 +534,7 @@ def _create_table(cur: Any, schema: str, table: str, data: pa.Table) -> _Table |
         cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
         found_schema = schema
     target = f"{quote(found_schema)}.{quote(table)}"
-    body = ", ".join(f"{quote(f.name)} {sql_type(f.type, 'postgresql')}" for f in data.schema)
+    body = ", ".join(f"{quote(f.name)} {sql_type(f.type, 'postgresql')}" for f in columns)
     cur.execute(f"CREATE TABLE IF NOT EXISTS {target} ({body})")
     return _find_table(cur, found_schema, table)
 
@@ -629,10 +630,10 @@ def _conform(data: pa.Table, table: _Table, name: str) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=names)
 
 
-def _prepare(data: pa.Table, date_column: str) -> pa.Table:
-    """Checked names, and dictionary columns decoded (their values are what is stored)."""
+def _check_names(schema: pa.Schema, date_column: str) -> None:
+    """Every column name usable, none twice up to letter case, the date column present."""
     seen: dict[str, str] = {}
-    for name in data.column_names:
+    for name in schema.names:
         try:
             check_identifier(name, "column")
         except ValueError as exc:
@@ -643,8 +644,22 @@ def _prepare(data: pa.Table, date_column: str) -> pa.Table:
                 f"The source sends both {other!r} and {name!r}: column names must differ in "
                 "more than letter case."
             )
-    if date_column not in data.column_names:
+    if date_column not in schema.names:
         raise TerminalRunError(f"The rows to write have no date column {date_column!r}.")
+
+
+def _decoded(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with dictionary columns as their values' type (the values are stored)."""
+    return pa.schema(
+        [
+            pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f
+            for f in schema
+        ]
+    )
+
+
+def _decode(data: pa.Table) -> pa.Table:
+    """Dictionary columns decoded."""
     for index, field in enumerate(data.schema):
         if pa.types.is_dictionary(field.type):
             decoded = pc.cast(data.column(index), field.type.value_type)
@@ -655,6 +670,45 @@ def _prepare(data: pa.Table, date_column: str) -> pa.Table:
 # --- the destination ------------------------------------------------------------------------
 
 
+def _send(
+    cur: Any, found: _Table, name: str, data: pa.RecordBatchReader, request: WriteRequest
+) -> int:
+    """COPY the reader's batches into ``found``, one stream, each batch conformed as it goes;
+    returns the rows sent. An exception raised by the reader (or the conforming) is raised
+    as itself, not as the driver's error it caused."""
+    schema = _conform(_decode(data.schema.empty_table()), found, name).schema
+    failure: list[BaseException] = []
+    rows = 0
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        nonlocal rows
+        try:
+            for batch in data:
+                if request.cancelled.is_set():
+                    raise TransientRunError("The run was interrupted while writing to PostgreSQL.")
+                if not batch.num_rows:
+                    continue
+                conformed = _conform(_decode(pa.Table.from_batches([batch])), found, name)
+                if not conformed.schema.equals(schema):
+                    conformed = conformed.cast(schema)
+                rows += conformed.num_rows
+                yield from conformed.to_batches()
+        except BaseException as exc:
+            failure.append(exc)
+            raise
+
+    stream = pa.RecordBatchReader.from_batches(schema, batches())
+    try:
+        cur.adbc_ingest(found.name, stream, mode="append", db_schema_name=found.schema)
+    except adbc_driver_manager.Error:
+        if failure:
+            raise failure[0] from None
+        raise
+    if failure:
+        raise failure[0]
+    return rows
+
+
 class PostgreSQLDestination:
     """Writes each date into a table of a PostgreSQL database, in one transaction."""
 
@@ -662,24 +716,42 @@ class PostgreSQLDestination:
     title: ClassVar[str] = "PostgreSQL"
     Settings: ClassVar[type[ConnectorSettings]] = PostgreSQLSettings
 
-    def write(self, settings: Any, request: WriteRequest, data: pa.Table) -> int:
+    def write(
+        self, settings: Any, request: WriteRequest, data: pa.RecordBatchReader | pa.Table
+    ) -> int:
         config: PostgreSQLSettings = settings
         try:
             table = check_identifier(request.table)
             date_column = check_identifier(request.date_column, "date column")
         except ValueError as exc:
             raise TerminalRunError(str(exc)) from None
-        data = _prepare(data, date_column)
+        reader = as_reader(data)
+        _check_names(reader.schema, date_column)
         if request.cancelled.is_set():
             raise TransientRunError("The run was interrupted before writing to PostgreSQL.")
+        started = False
 
-        def work(cur: Any) -> None:
-            self._write(cur, config.schema_name, table, date_column, request, data)
+        def batches() -> Iterator[pa.RecordBatch]:
+            nonlocal started
+            started = True
+            yield from reader
+
+        once = pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+        def work(cur: Any) -> int:
+            # A pooled connection found dead is replaced and ``work`` run again: fine before
+            # the first batch was read, not after (the batches cannot be read twice).
+            if started:
+                raise TransientRunError(
+                    "The connection to PostgreSQL broke while the rows were being sent; the "
+                    "run will be retried."
+                )
+            rows = self._write(cur, config.schema_name, table, date_column, request, once)
             if request.cancelled.is_set():
                 raise TransientRunError("The run was interrupted while writing to PostgreSQL.")
+            return rows
 
-        _session(config, request.boundary, table, work, commit=True)
-        return int(data.num_rows)
+        return _session(config, request.boundary, table, work, commit=True)
 
     @staticmethod
     def _write(
@@ -688,8 +760,8 @@ class PostgreSQLDestination:
         table: str,
         date_column: str,
         request: WriteRequest,
-        data: pa.Table,
-    ) -> None:
+        data: pa.RecordBatchReader,
+    ) -> int:
         # Locks, always in this order (date, table, schema), so writers never deadlock: two
         # writers of one date must not both delete the old rows and both insert; an
         # overwrite, and DDL, are one writer at a time per table.
@@ -702,20 +774,21 @@ class PostgreSQLDestination:
         found = _find_table(cur, schema, table, lock)
         added: list[tuple[str, str]] = []
         created = False
+        incoming = _decoded(data.schema)
         if found is not None:
             existing = {name: column.declared for name, column in found.columns.items()}
-            added = plan_columns(table, existing, data.schema, "postgresql")
+            added = plan_columns(table, existing, incoming, "postgresql")
         if found is None or added:
             # DDL: one writer at a time per table; the others then see what it created.
             cur.execute(f"SELECT pg_advisory_xact_lock({key})")
             found = _find_table(cur, schema, table)
             if found is None:
-                found = _create_table(cur, schema, table, data)
+                found = _create_table(cur, schema, table, incoming)
                 created = True
                 if found is None:
                     raise TerminalRunError(f"Table {table!r} could not be created.")
             existing = {name: column.declared for name, column in found.columns.items()}
-            added = plan_columns(table, existing, data.schema, "postgresql")
+            added = plan_columns(table, existing, incoming, "postgresql")
             if added:
                 target = f"{quote(found.schema)}.{quote(found.name)}"
                 for name, declared in added:
@@ -739,11 +812,10 @@ class PostgreSQLDestination:
         elif request.mode is RefreshMode.OVERWRITE:
             # DELETE rather than TRUNCATE: readers keep seeing the old rows until the commit.
             cur.execute(f"DELETE FROM {target}")
-        if data.num_rows:
-            rows = _conform(data, found, table)
-            cur.adbc_ingest(found.name, rows, mode="append", db_schema_name=found.schema)
+        rows = _send(cur, found, table, data, request)
         if created:
             _create_date_index(cur, found, date_column)
+        return rows
 
     def test_connection(self, settings: Any, boundary: Boundary) -> None:
         config: PostgreSQLSettings = settings

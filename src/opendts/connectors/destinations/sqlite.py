@@ -33,6 +33,7 @@ from opendts.connectors.base import (
     ConnectorSettings,
     RefreshMode,
     WriteRequest,
+    as_reader,
     check_identifier,
     quote,
     settings_boundary,
@@ -142,7 +143,7 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str, ensure_ascii=False)
 
 
-def _python_column(column: pa.ChunkedArray) -> list[Any]:
+def _python_column(column: pa.Array | pa.ChunkedArray) -> list[Any]:
     """A column's values as what sqlite3 can bind."""
     arrow_type = column.type
     if pa.types.is_dictionary(arrow_type):
@@ -168,12 +169,14 @@ class SQLiteDestination:
     title: ClassVar[str] = "SQLite"
     Settings: ClassVar[type[ConnectorSettings]] = SQLiteSettings
 
-    def write(self, settings: Any, request: WriteRequest, data: pa.Table) -> int:
+    def write(
+        self, settings: Any, request: WriteRequest, data: pa.RecordBatchReader | pa.Table
+    ) -> int:
         config: SQLiteSettings = settings
-        table, _ = write_names(request, data)
+        reader = as_reader(data)
+        table, _ = write_names(request, reader.schema)
         if request.cancelled.is_set():
             raise TransientRunError("The run was interrupted before writing to SQLite.")
-        columns = [_python_column(column) for column in data.columns]
         paths.ensure_team_dir(request.boundary)
         path = paths.team_path(config.path, request.boundary, example="warehouse.sqlite")
         shown = paths.shown(path, request.boundary)
@@ -182,7 +185,7 @@ class SQLiteDestination:
         with _connect(path, shown) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                self._write(conn, table, request, data, columns)
+                rows = self._write(conn, table, request, reader)
                 if request.cancelled.is_set():
                     raise TransientRunError("The run was interrupted while writing to SQLite.")
                 conn.execute("COMMIT")
@@ -190,20 +193,20 @@ class SQLiteDestination:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise
-        return int(data.num_rows)
+        return rows
 
     def _write(
         self,
         conn: sqlite3.Connection,
         table: str,
         request: WriteRequest,
-        data: pa.Table,
-        columns: list[list[Any]],
-    ) -> None:
+        data: pa.RecordBatchReader,
+    ) -> int:
         target = quote(table)
+        schema = data.schema
         existing = _table_columns(conn, table)
         if not existing:
-            declared = [(f.name, sql_type(f.type, "sqlite")) for f in data.schema]
+            declared = [(f.name, sql_type(f.type, "sqlite")) for f in schema]
             body = ", ".join(f"{quote(name)} {kind}" for name, kind in declared)
             conn.execute(f"CREATE TABLE {target} ({body})")
             conn.execute(
@@ -212,7 +215,7 @@ class SQLiteDestination:
             )
             existing = dict(declared)
         else:
-            for name, kind in plan_columns(table, existing, data.schema, "sqlite"):
+            for name, kind in plan_columns(table, existing, schema, "sqlite"):
                 conn.execute(f"ALTER TABLE {target} ADD COLUMN {quote(name)} {kind}")
                 existing[name] = kind
         by_lower = {name.lower(): name for name in existing}
@@ -225,17 +228,24 @@ class SQLiteDestination:
             conn.execute(f"DELETE FROM {target} WHERE {condition}", [request.data_date.isoformat()])
         elif request.mode is RefreshMode.OVERWRITE:
             conn.execute(f"DELETE FROM {target}")
-        if data.num_rows:
-            into = ", ".join(quote(by_lower[name.lower()]) for name in data.column_names)
-            marks = ", ".join("?" for _ in data.column_names)
+        into = ", ".join(quote(by_lower[name.lower()]) for name in schema.names)
+        marks = ", ".join("?" for _ in schema.names)
+        insert = f"INSERT INTO {target} ({into}) VALUES ({marks})"
+        rows = 0
+        for batch in data:
+            if not batch.num_rows:
+                continue
+            if request.cancelled.is_set():
+                raise TransientRunError("The run was interrupted while writing to SQLite.")
+            columns = [_python_column(column) for column in batch.columns]
             try:
-                conn.executemany(
-                    f"INSERT INTO {target} ({into}) VALUES ({marks})", zip(*columns, strict=True)
-                )
+                conn.executemany(insert, zip(*columns, strict=True))
             except OverflowError:
                 raise TerminalRunError(
                     f"A value for table {table!r} is too large for SQLite's 64-bit integers."
                 ) from None
+            rows += batch.num_rows
+        return rows
 
     def test_connection(self, settings: Any, boundary: Boundary) -> None:
         config: SQLiteSettings = settings

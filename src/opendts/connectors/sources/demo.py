@@ -1,8 +1,9 @@
 """``demo``: deterministic synthetic ad metrics per account, campaign and date.
 
-The same settings and date always give the same rows (numpy's PCG64 seeded by the seed and
-the date), so a test or a user can check that a warehouse holds exactly what the source
-says, whatever the retries.
+The same settings and date always give the same rows (numpy's PCG64 seeded by the seed, the
+date and, after the first ``CHUNK_ROWS`` rows, the chunk's number), so a test or a user can
+check that a warehouse holds exactly what the source says, whatever the retries. A day is
+generated ``CHUNK_ROWS`` rows at a time: a day of millions of rows never sits in memory.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from datetime import date
-from functools import lru_cache
 from typing import ClassVar
 
 import numpy as np
@@ -22,6 +22,8 @@ from opendts.connectors.base import ConnectorSettings, ReadRequest
 from opendts.engine.errors import TransientRunError
 
 DEFAULT_ACCOUNTS = ("demo-account-1", "demo-account-2")
+#: Rows generated at a time.
+CHUNK_ROWS = 65_536
 
 SCHEMA = pa.schema(
     [
@@ -54,38 +56,46 @@ class DemoSettings(ConnectorSettings):
     batch_rows: int = Field(default=100_000, ge=1, le=10_000_000)
 
 
-@lru_cache(maxsize=32)
-def _dimensions(rows: int, accounts: tuple[str, ...]) -> tuple[pa.Array, pa.Array, pa.Array]:
-    """account_id, campaign_id and campaign_name columns (the same for every date)."""
-    index = np.arange(rows)
+def _dimensions(
+    start: int, stop: int, accounts: tuple[str, ...]
+) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """account_id, campaign_id and campaign_name of rows ``start`` to ``stop`` of any date."""
+    index = np.arange(start, stop)
     per_account = index % len(accounts)
     campaign = index // len(accounts)
     account_ids = pc.take(pa.array(accounts, pa.string()), pa.array(per_account))
-    distinct = int(campaign.max()) + 1 if rows else 0
-    ids = pa.array([f"cmp-{n:06d}" for n in range(distinct)], pa.string())
+    if not len(index):
+        empty = pa.array([], pa.string())
+        return account_ids, empty, empty
+    first, last = int(campaign[0]), int(campaign[-1])
+    numbers = range(first, last + 1)
+    ids = pa.array([f"cmp-{n:06d}" for n in numbers], pa.string())
     names = pa.array(
         [
             f"{_ADJECTIVES[n % len(_ADJECTIVES)]} {_NOUNS[(n // 8) % len(_NOUNS)]} {n}"
-            for n in range(distinct)
+            for n in numbers
         ],
         pa.string(),
     )
-    positions = pa.array(campaign)
+    positions = pa.array(campaign - first)
     return account_ids, pc.take(ids, positions), pc.take(names, positions)
 
 
-def generate(settings: DemoSettings, day: date, accounts: tuple[str, ...]) -> pa.Table:
-    """The day's rows, deterministic for (settings.seed, day, accounts, rows_per_day)."""
-    rows = settings.rows_per_day
-    rng = np.random.Generator(np.random.PCG64([settings.seed & 0xFFFFFFFF, day.toordinal()]))
+def _chunk(
+    settings: DemoSettings, day: date, accounts: tuple[str, ...], number: int, rows: int
+) -> pa.RecordBatch:
+    """Rows ``number * CHUNK_ROWS`` onwards (``rows`` of them) of the day."""
+    key = [settings.seed & 0xFFFFFFFF, day.toordinal()] + ([number] if number else [])
+    rng = np.random.Generator(np.random.PCG64(key))
     impressions = rng.integers(100, 100_000, rows, dtype=np.int64)
     ctr = rng.uniform(0.005, 0.08, rows)
     clicks = rng.binomial(impressions, ctr).astype(np.int64)
     cost = np.round(clicks * rng.uniform(0.2, 3.0, rows), 2)
     conversions = rng.binomial(clicks, 0.05).astype(np.int64)
-    account_ids, campaign_ids, campaign_names = _dimensions(rows, accounts)
+    start = number * CHUNK_ROWS
+    account_ids, campaign_ids, campaign_names = _dimensions(start, start + rows, accounts)
     dates = pa.array(np.full(rows, day.toordinal() - date(1970, 1, 1).toordinal(), np.int32))
-    return pa.Table.from_arrays(
+    return pa.RecordBatch.from_arrays(
         [
             dates.cast(pa.date32()),
             account_ids,
@@ -98,6 +108,25 @@ def generate(settings: DemoSettings, day: date, accounts: tuple[str, ...]) -> pa
         ],
         schema=SCHEMA,
     )
+
+
+def batches(
+    settings: DemoSettings, day: date, accounts: tuple[str, ...]
+) -> Iterator[pa.RecordBatch]:
+    """The day's rows, ``CHUNK_ROWS`` at a time (never the whole day at once)."""
+    total = settings.rows_per_day
+    for number in range((total + CHUNK_ROWS - 1) // CHUNK_ROWS):
+        yield _chunk(settings, day, accounts, number, min(CHUNK_ROWS, total - number * CHUNK_ROWS))
+
+
+def generate(settings: DemoSettings, day: date, accounts: tuple[str, ...]) -> pa.Table:
+    """The day's rows, deterministic for (settings.seed, day, accounts, rows_per_day)."""
+    return pa.Table.from_batches(list(batches(settings, day, accounts)), SCHEMA)
+
+
+def _slices(batch: pa.RecordBatch, rows: int) -> Iterator[pa.RecordBatch]:
+    for offset in range(0, batch.num_rows, rows):
+        yield batch.slice(offset, rows)
 
 
 class DemoSource:
@@ -118,5 +147,7 @@ class DemoSource:
                     "(simulated outage; it is retried)."
                 )
         accounts = tuple(settings.accounts) or request.accounts or DEFAULT_ACCOUNTS
-        table = generate(settings, request.data_date, accounts)
-        yield from table.to_batches(max_chunksize=settings.batch_rows)
+        for chunk in batches(settings, request.data_date, accounts):
+            if request.cancelled.is_set():
+                raise TransientRunError("The read was interrupted before it finished.")
+            yield from _slices(chunk, settings.batch_rows)
