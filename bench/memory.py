@@ -2,6 +2,7 @@
 
     python bench/memory.py [--rows 3000000] [--source demo|sql|both] [--backend duckdb]
     python bench/memory.py --smoke     # seconds: 1,000 and 100,000 demo rows
+    python bench/memory.py --serve [--rows 3000000]   # opendts serve loading one such day
 
 Each load runs in a fresh child process (``--child``), as a worker would: it builds the
 load's spec (a ``demo`` source of N rows a day, or a ``sql`` source over PostgreSQL's
@@ -9,6 +10,11 @@ load's spec (a ``demo`` source of N rows a day, or a ``sql`` source over Postgre
 ``connectors.load.load_day`` once. The child reports ``ru_maxrss`` (its peak resident set)
 after the load; a load of 1,000 rows gives the process's baseline (Python, pyarrow, DuckDB
 imported and used). Goal: the peak does not grow with the day's size, only with the batch size.
+
+``--serve``: a real ``opendts serve`` (SQLite metadata, its in-process engine) in a fresh data
+folder; a demo transfer of N rows a day into the demo team's DuckDB warehouse is created over
+the API and a one-day backfill of it run; the server's ``VmHWM`` (peak) and ``VmRSS`` (after
+the load, what it keeps) are read from ``/proc`` before and after.
 """
 
 from __future__ import annotations
@@ -88,16 +94,95 @@ def measure(rows: int, source: str) -> dict[str, float]:
     return figures
 
 
+def serve(rows: int) -> None:
+    import httpx
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from engine import cli, env_for, free_port, wait_healthy
+
+    def status(pid: int) -> dict[str, float]:
+        found = {}
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmHWM", "VmRSS"):
+                found[name] = int(value.split()[0]) / 1024
+        return found
+
+    with tempfile.TemporaryDirectory(prefix="opendts-serve-memory-") as folder:
+        env = env_for(Path(folder), None, OPENDTS_RATE_LIMIT_PER_HOUR="100000")
+        subprocess.run(
+            [sys.executable, "-m", "opendts", "migrate"], env=env, check=True, capture_output=True
+        )
+        account = cli(env, "admin", "demo")
+        team, key = account["team_id"], account["api_key"]
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "opendts", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_healthy(port, server)
+            client = httpx.Client(
+                base_url=f"http://127.0.0.1:{port}/v1",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=60,
+            )
+            destinations = client.get(f"/teams/{team}/destinations").json()["data"]
+            body = {
+                "data_source_id": "demo",
+                "destination_id": destinations[0]["id"],
+                "display_name": "memory",
+                "table": "memory_ads",
+                "data_source_settings": [{"field_id": "rows_per_day", "value": rows}],
+            }
+            made = client.post(f"/teams/{team}/transfers", json=body)
+            made.raise_for_status()
+            transfer = made.json()["data"]["transfer_id"]
+            time.sleep(1.0)
+            before = status(server.pid)
+            began = time.perf_counter()
+            created = client.post(
+                f"/teams/{team}/transfers/{transfer}/backfills",
+                json={"range_start": DAY.isoformat(), "range_end": DAY.isoformat()},
+            )
+            created.raise_for_status()
+            backfill = created.json()["data"]["transfer_backfill_id"]
+            while True:
+                got = client.get(f"/teams/{team}/backfills/{backfill}").json()["data"]
+                if got["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
+                    break
+                time.sleep(0.5)
+            seconds = time.perf_counter() - began
+            time.sleep(3.0)  # the DuckDB connection closes after 2 s idle
+            after = status(server.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    if got["status"] != "COMPLETED":
+        sys.exit(f"the backfill ended {got['status']}")
+    print(f"opendts serve loading one day of {rows:,} demo rows into DuckDB\n")
+    print("| serve | VmHWM (MB) | VmRSS (MB) |")
+    print("|---|---:|---:|")
+    print(f"| before the load | {before['VmHWM']:.0f} | {before['VmRSS']:.0f} |")
+    print(f"| after the load ({seconds:.1f} s) | {after['VmHWM']:.0f} | {after['VmRSS']:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=3_000_000)
     parser.add_argument("--source", choices=("demo", "sql", "both"), default="demo")
     parser.add_argument("--backend", choices=("duckdb",), default="duckdb")
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--serve", action="store_true", help="measure opendts serve instead")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.rows, args.source, Path(os.environ["OPENDTS_BENCH_FOLDER"]))
+        return
+    if args.serve:
+        serve(args.rows)
         return
     sizes = [1_000, 100_000] if args.smoke else [1_000, args.rows]
     sources = ["demo", "sql"] if args.source == "both" else [args.source]

@@ -146,7 +146,22 @@ class Settings(BaseSettings):
     )
     retry_max_seconds: float = Field(default=600.0, ge=0)
     run_timeout_seconds: float = Field(
-        default=6 * 3600.0, gt=0, description="A run still executing after this is failed."
+        default=6 * 3600.0,
+        gt=0,
+        description="The run time limit: a run still executing after this is stopped (its "
+        "process killed) and the attempt fails (retried while attempts remain).",
+    )
+    run_processes: bool = Field(
+        default=True,
+        description="Execute data runs in child processes (the memory cap and the time limit "
+        "stop them there). false: in the engine's own threads, as before: no memory cap, "
+        "and a run past the time limit is failed but not stopped (debugging only).",
+    )
+    run_memory_mb: int = Field(
+        default=2048,
+        ge=0,
+        description="The run memory cap: a data run whose process holds more resident memory "
+        "than this is stopped and its date fails (not retried). 0: no cap.",
     )
     shutdown_grace_seconds: float = Field(
         default=30.0, ge=0, description="On SIGTERM, how long in-flight runs may finish."

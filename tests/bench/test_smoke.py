@@ -33,6 +33,7 @@ SCRIPTS = [
     ("load.py", "postgresql", 2),
     ("memory.py", "duckdb", 2),
     ("duckdb_writers.py", "duckdb", 3),
+    ("runs.py", "sqlite", 4),
 ]
 
 

@@ -6,9 +6,11 @@ ones (through the destination contract's cases), so what lands in the warehouse 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -22,7 +24,7 @@ import pytest
 from opendts.connectors import spool
 from opendts.connectors.base import ConnectorSettings, ReadRequest, RefreshMode
 from opendts.connectors.load import LoadSpec, load_day
-from opendts.engine.errors import TerminalRunError
+from opendts.engine.errors import TerminalRunError, TransientRunError
 from opendts.engine.kinds import RunContext
 from tests.boundaries import boundary
 from tests.connectors import destination_contract as contract
@@ -228,6 +230,11 @@ def test_a_dead_process_spool_is_removed_by_the_next_load_a_live_one_is_not(
         dead.mkdir(mode=0o700)
         (dead / "lock").touch()
         (dead / "0.arrow").write_bytes(b"x" * 100)
+        old = time.time() - 3600
+        os.utime(dead / "lock", (old, old))
+        starting = team_dir / f"{spool.PREFIX}starting"  # lock file made, not yet locked
+        starting.mkdir(mode=0o700)
+        (starting / "lock").touch()
         live = team_dir / f"{spool.PREFIX}live"
         live.mkdir(mode=0o700)
         (live / "lock").touch()
@@ -235,7 +242,7 @@ def test_a_dead_process_spool_is_removed_by_the_next_load_a_live_one_is_not(
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             load(case, spooling_source(Watch()))
-            assert spools(team_dir) == [live]
+            assert spools(team_dir) == [live, starting]
         finally:
             os.close(fd)
 
@@ -277,3 +284,20 @@ def test_the_loader_does_not_hold_the_day(tmp_path: Path) -> None:
         assert peaks["write"] - before < bound
         real_rows = real.read_table(case.settings, contract.TABLE, boundary()).num_rows
         assert real_rows == batches * rows
+
+
+def test_a_full_disk_while_spooling_is_retried_and_leaves_no_spool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool, "MEMORY_BYTES", 16 << 10)
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool.pa.ipc, "new_stream", full)
+    with contract.contract_case("duckdb", tmp_path) as case:
+        case.write(DAY, contract.day_rows(DAY, [1]))
+        with pytest.raises(TransientRunError, match="No space left on device"):
+            load(case, spooling_source(Watch()))
+        assert not spools(boundary().team_dir)
+        assert case.rows() == contract._by_expected(contract.expected(DAY, [1]))

@@ -280,6 +280,17 @@ def test_postgresql_chunks_and_date_casts(pg_source_url: str) -> None:
     assert [b.num_rows for b in batches] == [3, 3, 1]  # every row was sold on DAY
 
 
+def test_a_large_chunk_size_still_yields_bounded_batches(pg_source_url: str) -> None:
+    config = settings(
+        url=pg_source_url,
+        query="SELECT g AS n FROM generate_series(1, 150000) AS g WHERE :date IS NOT NULL",
+        chunk_size=1_000_000,
+    )
+    sizes = [batch.num_rows for batch in read(config)]
+    assert sum(sizes) == 150_000
+    assert max(sizes) <= 65_536 and len(sizes) == 3
+
+
 def test_postgresql_missing_table_is_terminal_without_the_password(pg_source_url: str) -> None:
     config = settings(
         url=with_password(pg_source_url, "hunter2"),

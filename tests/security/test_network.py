@@ -361,7 +361,8 @@ def test_dns_rebinding_cannot_reach_loopback(db: Database, settings: Settings) -
         with (
             fake_dns({"rebind.attacker.example": rebinding}),
             TestClient(create_app(settings, db)) as client,
-            running_engine(db, settings),
+            # The fake resolver is this process's: the run executes here, not in a child.
+            running_engine(db, settings, run_processes=False),
         ):
             destination_id = duckdb_destination(client, attacker)
             created = http_transfer(

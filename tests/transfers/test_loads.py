@@ -71,3 +71,28 @@ def test_a_source_failure_is_retried_and_a_bad_config_fails_the_date_with_a_clea
             snap = final(db, backfill.id)
         assert snap.status == "COMPLETED"
         assert any(r["attempt"] > 1 for r in run_rows(db, backfill.id))
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("kind", ["duckdb", "postgresql", "parquet", "sqlite"])
+def test_days_larger_than_a_batch_and_than_memory_load_exactly(
+    db: Database, settings: Settings, account: Account, kind: str
+) -> None:
+    """Days of 250,000 demo rows (four generated chunks, 23 MB: spooled beyond 16 MiB): every
+    row lands once through the engine, and the team's folder keeps no spool."""
+    settings = allow_local(settings)
+    rows = 250_000
+    with warehouse_fields(kind) as fields:
+        transfer_id, _ = make_data_transfer(
+            db, settings, account.team_id, kind, fields, rows_per_day=rows, batch_rows=50_000
+        )
+        backfill = make_backfill(db, account, date(2024, 6, 1), date(2024, 6, 2), transfer_id)
+        with running_engine(db, settings, worker_concurrency=2):
+            snap = final(db, backfill.id, timeout=240)
+        assert snap.status == "COMPLETED", snap
+        assert warehouse(settings, kind, fields, account.team_id).equals(
+            expected(date(2024, 6, 1), date(2024, 6, 2), rows_per_day=rows)
+        )
+    team_dir = settings.data_dir / "teams" / str(account.team_id)
+    assert team_dir.is_dir()  # the spool was made there (a PostgreSQL load needs no folder)
+    assert not [p for p in team_dir.iterdir() if p.name.startswith(".spool-")]

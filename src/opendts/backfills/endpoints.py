@@ -193,7 +193,10 @@ async def get_latest_backfill(
         returns=schemas.BackfillEnvelope,
         description="The backfill, CANCELLED, with removed_time, removed_user_id and end_time.",
         body=schemas.UpdateBackfillStatusBody,
-        examples={"cancel": {"status": "CANCELLED"}},
+        examples={
+            "cancel": {"status": "CANCELLED"},
+            "cancelNow": {"status": "CANCELLED", "mode": "now"},
+        },
         errors={
             404: _BACKFILL_NOT_FOUND,
             422: "BACKFILL_NOT_CANCELLABLE: the backfill is already COMPLETED or CANCELLED.",
@@ -211,13 +214,18 @@ async def get_latest_backfill(
 async def update_backfill_status(
     request: Request, team_id: TeamId, backfill_id: BackfillId
 ) -> Response:
-    """Cancel a backfill: body ``{"status": "CANCELLED"}``."""
+    """Cancel a backfill: body ``{"status": "CANCELLED"}``, plus ``"mode": "now"`` (an
+    extension) to stop its running runs too."""
     body = await request.body()
 
     def work(ctx: Guarded) -> dict[str, Any]:
-        schemas.parse_status_update(body, request.headers.get("content-type"))
+        _, mode = schemas.parse_status_update(body, request.headers.get("content-type"))
         backfill = service.cancel(
-            ctx.session, team_id=team_id, backfill_id=backfill_id, user_id=ctx.principal.user_id
+            ctx.session,
+            team_id=team_id,
+            backfill_id=backfill_id,
+            user_id=ctx.principal.user_id,
+            mode=mode,
         )
         return service.wire(ctx.session, backfill)
 

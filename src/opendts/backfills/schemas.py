@@ -45,10 +45,20 @@ def parse_create(body: bytes, content_type: str | None) -> tuple[date, date]:
     return required_date(payload, "range_start"), required_date(payload, "range_end")
 
 
-def parse_status_update(body: bytes, content_type: str | None) -> BackfillStatus:
-    """The target status of a PATCH body (only CANCELLED is supported)."""
+#: ``mode`` of a cancel (an opendts extension): ``finish`` lets running runs finish (the
+#: contract's behaviour, the default); ``now`` stops them too.
+CANCEL_MODES = ("finish", "now")
+
+
+def parse_status_update(body: bytes, content_type: str | None) -> tuple[BackfillStatus, str]:
+    """The target status of a PATCH body (only CANCELLED is supported) and the cancel's
+    ``mode`` (``finish`` unless the body says ``now``)."""
     payload = json_object(body, content_type, CANCEL_EXAMPLE)
-    return BackfillStatus(required_choice(payload, "status", (BackfillStatus.CANCELLED.value,)))
+    status = BackfillStatus(required_choice(payload, "status", (BackfillStatus.CANCELLED.value,)))
+    mode = "finish"
+    if payload.get("mode") is not None:
+        mode = required_choice(payload, "mode", CANCEL_MODES)
+    return status, mode
 
 
 # Models below only describe the wire format in the OpenAPI document.
@@ -106,6 +116,14 @@ class UpdateBackfillStatusBody(BaseModel):
     """The only supported change: cancelling."""
 
     status: Literal["CANCELLED"]
+    mode: Literal["finish", "now"] = Field(
+        "finish",
+        description="An opendts extension. 'finish' (the default, as in the contract): queued "
+        "runs are cancelled, running runs finish and are counted. 'now': running runs are "
+        "stopped too (their processes killed within a heartbeat, a third of "
+        "OPENDTS_LEASE_SECONDS) and end CANCELLED; a stopped date keeps the rows it had "
+        "before.",
+    )
 
 
 def _any_case(word: str) -> str:

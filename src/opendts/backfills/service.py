@@ -228,8 +228,15 @@ def list_incomplete_json(source: Session | Reader, team_id: int) -> bytes:
     return repository.incomplete_json_of_team(source, team_id)
 
 
-def cancel(session: Session, *, team_id: int, backfill_id: int, user_id: int) -> Backfill:
-    """Cancel an incomplete backfill; a final one gives 422."""
+def cancel(
+    session: Session, *, team_id: int, backfill_id: int, user_id: int, mode: str = "finish"
+) -> Backfill:
+    """Cancel an incomplete backfill; a final one gives 422.
+
+    ``mode`` ``"finish"`` (the contract's): running runs finish and are counted. ``"now"``:
+    running runs are asked to stop; the engine holding each one kills its process at its next
+    heartbeat and writes it CANCELLED (not counted as completed or failed).
+    """
     backfill = repository.get_in_team(session, team_id, backfill_id, lock=True)
     if backfill is None:
         raise _backfill_not_found(backfill_id)
@@ -247,8 +254,11 @@ def cancel(session: Session, *, team_id: int, backfill_id: int, user_id: int) ->
     backfill.removed_user_id = user_id
     backfill.end_time = now
     session.flush()
-    # Queued runs are cancelled at once; running ones finish and are still counted.
+    # Queued runs are cancelled at once; running ones finish and are still counted, unless
+    # the cancel stops them too.
     runs.cancel_queued(session, backfill.id, user_id=user_id, now=now)
+    if mode == "now":
+        runs.request_stop(session, backfill.id, user_id=user_id)
     return backfill
 
 

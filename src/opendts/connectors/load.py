@@ -12,6 +12,7 @@ the destination as one ``pa.RecordBatchReader`` with the day's unified schema.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from opendts.connectors.spool import DaySpool
 from opendts.destinations.models import Destination as DestinationRow
 from opendts.engine.errors import TerminalRunError, TransientRunError
 from opendts.engine.kinds import RunContext, RunResult
+from opendts.engine.processes import Job, RunProcesses, without_secret
 from opendts.kit.db import Database
 from opendts.kit.secrets import SecretBox, SecretKeyError
 from opendts.transfers.models import Transfer
@@ -76,10 +78,13 @@ class LoadKind:
         db: Database,
         box: Callable[[], SecretBox],
         boundary: Callable[[int], Boundary],
+        processes: RunProcesses | None = None,
     ) -> None:
         self._db = db
         self._box = box
         self._boundary = boundary
+        #: Where the day is loaded: in run processes (the engine's), or in this thread.
+        self._processes = processes
         self._cache: dict[tuple[Any, ...], LoadSpec] = {}
 
     def prepare(self, config: dict[str, Any]) -> Any:
@@ -210,7 +215,33 @@ class LoadKind:
     def execute(self, ctx: RunContext, settings: Any) -> RunResult:
         boundary = self._boundary(ctx.team_id)
         spec = self._spec(ctx.transfer_id, boundary)
-        return load_day(spec, ctx, boundary)
+        if self._processes is None:
+            return load_day(spec, ctx, boundary)
+        # The spec is resolved here (database, secret key); the day is loaded in a run
+        # process, which gets the spec and the boundary, without the metadata URL's password.
+        identity = None
+        if boundary.metadata_url:
+            from opendts.connectors import postgres_target
+
+            identity = postgres_target._metadata_identity(boundary.metadata_url)
+        job = Job(
+            spec,
+            without_secret(boundary),
+            ctx.run_id,
+            ctx.team_id,
+            ctx.transfer_id,
+            ctx.data_date,
+            ctx.attempt,
+            ctx.max_attempts,
+            identity,
+        )
+        result: RunResult = self._processes.run(job, ctx.cancelled, _relog)
+        return result
+
+
+def _relog(level: int, name: str, message: str) -> None:
+    """A run process's log record, logged here with the run's ids."""
+    logging.getLogger(name).log(level, "%s", message)
 
 
 def load_day(spec: LoadSpec, ctx: RunContext, boundary: Boundary) -> RunResult:

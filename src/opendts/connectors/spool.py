@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 
 from opendts.connectors import excerpts, paths
 from opendts.connectors.boundary import Boundary
-from opendts.engine.errors import TerminalRunError
+from opendts.engine.errors import TerminalRunError, TransientRunError
 
 #: Bytes of batches kept in memory; a larger day is spooled to disk.
 MEMORY_BYTES = 16 << 20
@@ -45,7 +45,8 @@ MEMORY_BYTES = 16 << 20
 BATCH_ROWS = 65_536
 #: Folder-name prefix of spools in a team's folder.
 PREFIX = ".spool-"
-#: A spool folder without a lock file is another load's that is starting, unless this old.
+#: An unlocked spool (or one without a lock file) younger than this may be another load's
+#: that is starting: only older ones are removed.
 _STARTING_SECONDS = 60.0
 
 
@@ -53,6 +54,20 @@ def _incompatible(exc: Exception) -> TerminalRunError:
     return TerminalRunError(
         "The source sent pages whose columns have incompatible types "
         f"({excerpts.excerpt(str(exc))})."
+    )
+
+
+def spool_error(exc: OSError) -> TransientRunError | TerminalRunError:
+    """A failure to write or read the spool, as a run error (a full disk is retried)."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO) or "No space" in reason:
+        return TransientRunError(
+            f"The day's rows could not be kept in the team's folder ({reason}); the run will "
+            "be retried. Check the free disk space of the data folder."
+        )
+    return TerminalRunError(
+        f"The day's rows could not be kept in the team's folder ({excerpts.excerpt(reason)}): "
+        "check that the server may write the data folder."
     )
 
 
@@ -101,7 +116,10 @@ def remove_leftovers(team_dir: Path) -> None:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise
         else:
-            shutil.rmtree(folder, ignore_errors=True)
+            # Unlocked: its process died, or it is a spool being made (its lock file created,
+            # not yet locked): only an old one is dead.
+            if time.time() - os.fstat(fd).st_mtime > _STARTING_SECONDS:
+                shutil.rmtree(folder, ignore_errors=True)
         finally:
             os.close(fd)
 
@@ -161,17 +179,20 @@ class DaySpool:
             # A column some batches lack is NULL in them, whatever a file declared.
             self.schema = pa.schema([f.with_nullable(True) for f in unified], unified.metadata)
         self.rows += batch.num_rows
-        if self.folder is None:
-            self._memory.append(batch)
-            self._memory_size += batch.nbytes
-            if self._memory_size > self._memory_bytes:
-                self._open_spool()
-                for kept in self._memory:
-                    self._spool(kept)
-                self._memory.clear()
-                self._memory_size = 0
-        else:
-            self._spool(batch)
+        try:
+            if self.folder is None:
+                self._memory.append(batch)
+                self._memory_size += batch.nbytes
+                if self._memory_size > self._memory_bytes:
+                    self._open_spool()
+                    for kept in self._memory:
+                        self._spool(kept)
+                    self._memory.clear()
+                    self._memory_size = 0
+            else:
+                self._spool(batch)
+        except OSError as exc:
+            raise spool_error(exc) from None
 
     def _dated(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """``batch`` with the date column set to the day (checking the source's own)."""
@@ -209,7 +230,10 @@ class DaySpool:
             )
         if self.schema is None:
             self.schema = pa.schema([pa.field(self._date_column, pa.date32())])
-        self._close_writer()
+        try:
+            self._close_writer()
+        except OSError as exc:
+            raise spool_error(exc) from None
 
     # --- the spool -----------------------------------------------------------------------
 
@@ -259,10 +283,12 @@ class DaySpool:
                 yield conform(batch, schema)
             return
         for path in self._segments:
-            with pa.OSFile(str(path), "rb") as source:
-                reader = pa.ipc.open_stream(source)
-                for batch in reader:
-                    yield conform(batch, schema)
+            try:
+                with pa.OSFile(str(path), "rb") as source:
+                    for batch in pa.ipc.open_stream(source):
+                        yield conform(batch, schema)
+            except OSError as exc:
+                raise spool_error(exc) from None
 
     def reader(self) -> pa.RecordBatchReader:
         """The day's rows for a destination: one pass, batch by batch."""

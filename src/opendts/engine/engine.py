@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from opendts.engine import queue
 from opendts.engine.errors import TerminalRunError, classify
 from opendts.engine.kinds import RunContext, RunKind, get_kind
+from opendts.engine.processes import RunProcesses
 from opendts.kit import logs, metrics
 from opendts.kit.clock import utcnow
 from opendts.kit.db import Database
@@ -57,6 +58,8 @@ class _InFlight:
     claimed: queue.Claimed
     context: RunContext
     deadline: float
+    #: ``time.monotonic()`` when the attempt was handed to the pool.
+    started: float = 0.0
     future: Future[None] | None = None
     #: Set once the engine stopped waiting for this attempt (timeout, lost lease, shutdown).
     abandoned: bool = False
@@ -70,9 +73,10 @@ class _LazyLoadKind:
 
     name = "load"
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, processes: RunProcesses) -> None:
         self._db = db
         self._settings = settings
+        self._processes = processes
         self._kind: RunKind | None = None
         self._lock = threading.Lock()
 
@@ -88,6 +92,7 @@ class _LazyLoadKind:
                     self._db,
                     lambda: box_for(settings.data_dir, settings.secret_key),
                     lambda team_id: Boundary.for_team(settings, team_id),
+                    self._processes if settings.run_processes else None,
                 )
             return self._kind
 
@@ -98,9 +103,10 @@ class _LazyLoadKind:
         return self._get().execute(ctx, settings)
 
 
-def _process_kinds(db: Database, settings: Settings) -> dict[str, RunKind]:
-    """Run kinds bound to this engine's database and data folder (data transfers)."""
-    return {"load": _LazyLoadKind(db, settings)}
+def _process_kinds(db: Database, settings: Settings, processes: RunProcesses) -> dict[str, RunKind]:
+    """Run kinds bound to this engine's database and data folder (data transfers, loaded in
+    the engine's run processes)."""
+    return {"load": _LazyLoadKind(db, settings, processes)}
 
 
 @dataclass(slots=True)
@@ -113,6 +119,9 @@ class EngineStats:
     retried: int = 0
     lost: int = 0
     released: int = 0
+    #: Attempts written CANCELLED, and runs this engine stopped for a cancel "now".
+    cancelled: int = 0
+    stopped: int = 0
     planned: int = 0
     scheduled: int = 0
     reaped: int = 0
@@ -151,7 +160,11 @@ class Engine:
             max_workers=self.concurrency * 2 + self.spare, thread_name_prefix="opendts-run"
         )
         self._prepared: dict[tuple[str, str], Any] = {}
-        self._kinds = _process_kinds(db, settings)
+        #: Data runs execute in these child processes (started at the first data run).
+        self.processes = RunProcesses(
+            self.concurrency + self.spare, settings.run_memory_mb, settings
+        )
+        self._kinds = _process_kinds(db, settings, self.processes)
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -196,6 +209,7 @@ class Engine:
         for thread in self._threads:
             thread.join(timeout=5)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.processes.close()
         log.info("engine %s stopped", self.owner)
 
     @property
@@ -337,6 +351,8 @@ class Engine:
                 self.stats.failed += 1
             elif kind is queue.Result.RETRY:
                 self.stats.retried += 1
+            elif kind is queue.Result.CANCELLED:
+                self.stats.cancelled += 1
             else:
                 self.stats.released += 1
         with self._lock:
@@ -390,7 +406,7 @@ class Engine:
                 run.attempt,
                 run.max_attempts,
             )
-            item = _InFlight(run, context, deadline)
+            item = _InFlight(run, context, deadline, time.monotonic())
             with self._lock:
                 self._inflight[run.run_id] = item
             item.future = self._pool.submit(self._execute, item)
@@ -511,7 +527,10 @@ class Engine:
                 del self._inflight[item.claimed.run_id]
         for item in overdue:
             timeout = self.settings.run_timeout_seconds
-            error = TimeoutError(f"the run did not finish within {timeout:g} seconds")
+            error = TimeoutError(
+                f"the run did not finish within {timeout:g} seconds, the run time limit "
+                "(OPENDTS_RUN_TIMEOUT_SECONDS), and was stopped."
+            )
             self._pending.append(self._failure(item.claimed, error, timeout))
 
     def _grace_over(self) -> bool:
@@ -576,6 +595,7 @@ class Engine:
             ]
         if not held:
             return
+        stop: dict[tuple[int, int], int] = {}
         lost = self._write(
             lambda s: queue.heartbeat(
                 s,
@@ -583,8 +603,11 @@ class Engine:
                 held=held,
                 lease_seconds=self.settings.lease_seconds,
                 now=utcnow(),
+                stop=stop,
             )
         )
+        if stop:
+            self._stop_runs(stop)
         if not lost:
             return
         abandoned = 0
@@ -604,6 +627,36 @@ class Engine:
             log.warning(
                 "engine: lost the lease of %d runs; their results will be dropped", abandoned
             )
+
+    def _stop_runs(self, stop: dict[tuple[int, int], int]) -> None:
+        """Stop runs whose backfill was cancelled with ``"mode": "now"``: their processes are
+        killed (their threads told to stop), and they are written CANCELLED."""
+        outcomes = []
+        with self._lock:
+            for (run_id, attempt), user_id in stop.items():
+                item = self._inflight.get(run_id)
+                if item is None or item.claimed.attempt != attempt or item.finished:
+                    continue  # finished meanwhile: its own outcome is written
+                item.abandoned = True
+                item.context.cancelled.set()
+                del self._inflight[run_id]
+                elapsed = time.monotonic() - item.started
+                outcomes.append(
+                    queue.Outcome(
+                        run_id,
+                        self.owner,
+                        attempt,
+                        queue.Result.CANCELLED,
+                        queue.stopped_message(user_id),
+                        duration=round(elapsed, 6),
+                    )
+                )
+        for outcome in outcomes:
+            self._done.put(outcome)
+        if outcomes:
+            self.stats.stopped += len(outcomes)
+            log.info("engine: stopped %d runs of cancelled backfills", len(outcomes))
+            self._event.set()
 
     def _listen(self) -> None:
         """PostgreSQL LISTEN: a hint to look now; polling stays the fallback."""

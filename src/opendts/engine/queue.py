@@ -98,6 +98,8 @@ class Result(StrEnum):
     RETRY = "retry"
     FAILED = "failed"
     RELEASED = "released"
+    #: Stopped by a cancel with ``"mode": "now"`` (or its backfill cancelled): not counted.
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,8 +633,13 @@ def heartbeat(
     held: Sequence[tuple[int, int]],
     lease_seconds: float,
     now: datetime,
+    stop: dict[tuple[int, int], int] | None = None,
 ) -> set[tuple[int, int]]:
-    """Extend the leases of ``held`` ``(run_id, attempt)`` pairs; returns the ones lost."""
+    """Extend the leases of ``held`` ``(run_id, attempt)`` pairs; returns the ones lost.
+
+    ``stop``, if given, receives the held runs someone asked to stop (a cancel with
+    ``"mode": "now"``), each with the user who asked.
+    """
     if not held:
         return set()
     kept = session.execute(
@@ -643,9 +650,22 @@ def heartbeat(
             tuple_(runs.c.id, runs.c.attempt).in_(list(held)),
         )
         .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-        .returning(runs.c.id, runs.c.attempt)
+        .returning(runs.c.id, runs.c.attempt, runs.c.cancel_requested_by)
     ).all()
+    if stop is not None:
+        for row in kept:
+            if row.cancel_requested_by is not None:
+                stop[(row.id, row.attempt)] = row.cancel_requested_by
     return set(held) - {(row.id, row.attempt) for row in kept}
+
+
+def stopped_message(user_id: int | None) -> str:
+    """What a run stopped by a cancel with ``"mode": "now"`` says."""
+    who = f"user {user_id}" if user_id is not None else "a user"
+    return (
+        f'Stopped while running: {who} cancelled the backfill with "mode": "now". '
+        "Nothing of this run was kept: the date keeps the rows it had before."
+    )
 
 
 # -- finishing ---------------------------------------------------------------------------
@@ -716,6 +736,11 @@ _FENCED_WRITES: dict[Result, Any] = {
     Result.RELEASED: _fenced(
         status=QUEUED, available_at=_NOW, queued_time=_NOW, attempt=runs.c.attempt - 1
     ),
+    Result.CANCELLED: _fenced(
+        status=RunStatus.CANCELLED.value,
+        ended_time=_NOW,
+        total_duration=bindparam("p_duration"),
+    ),
 }
 
 
@@ -739,6 +764,11 @@ def apply(session: Session, outcomes: Iterable[Outcome], *, now: datetime) -> Ap
                 runs.c.attempt,
                 runs.c.history,
                 runs.c.started_time,
+                runs.c.cancel_requested_by,
+                select(backfills.c.status)
+                .where(backfills.c.id == runs.c.backfill_id)
+                .scalar_subquery()
+                .label("backfill_status"),
             )
             .where(runs.c.id.in_([o.run_id for o in ordered]), _status_is(runs.c.status, RUNNING))
             .order_by(runs.c.id)
@@ -753,6 +783,7 @@ def apply(session: Session, outcomes: Iterable[Outcome], *, now: datetime) -> Ap
         if row is None or row.lease_owner != outcome.owner or row.attempt != outcome.attempt:
             report.lost.add(outcome.run_id)
             continue
+        outcome = _unless_cancelled(outcome, row)
         params: dict[str, Any] = {
             "p_id": outcome.run_id,
             "p_owner": outcome.owner,
@@ -765,6 +796,8 @@ def apply(session: Session, outcomes: Iterable[Outcome], *, now: datetime) -> Ap
                 "p_rows": outcome.rows,
                 "p_duration": _total_duration(row.history, outcome.duration),
             }
+        elif outcome.result is Result.CANCELLED:
+            params["p_duration"] = _total_duration(row.history, outcome.duration)
         elif outcome.result in (Result.FAILED, Result.RETRY):
             history = [*json.loads(row.history), _history_entry(outcome, row.started_time, now)]
             params |= {
@@ -815,6 +848,31 @@ def apply(session: Session, outcomes: Iterable[Outcome], *, now: datetime) -> Ap
     return report
 
 
+def _unless_cancelled(outcome: Outcome, row: Any) -> Outcome:
+    """An attempt that would queue its run again ends it CANCELLED instead when someone
+    asked to stop it, or when its backfill was cancelled meanwhile (nothing would claim it)."""
+    if outcome.result not in (Result.RETRY, Result.RELEASED):
+        return outcome
+    if row.cancel_requested_by is not None:
+        message = stopped_message(row.cancel_requested_by)
+    elif row.backfill_status == BackfillStatus.CANCELLED.value:
+        message = (
+            f"Cancelled: the backfill was cancelled while attempt {outcome.attempt} ran "
+            f"({outcome.error or outcome.message}); it is not retried."
+        )
+    else:
+        return outcome
+    return Outcome(
+        outcome.run_id,
+        outcome.owner,
+        outcome.attempt,
+        Result.CANCELLED,
+        message,
+        error=outcome.error,
+        duration=outcome.duration,
+    )
+
+
 # -- reaping -----------------------------------------------------------------------------
 
 
@@ -822,7 +880,12 @@ def reap(session: Session, *, now: datetime, limit: int = 500) -> Applied:
     """Runs whose lease expired go back to the queue, or fail once their attempts are spent."""
     expired = session.execute(
         select(
-            runs.c.id, runs.c.lease_owner, runs.c.attempt, runs.c.max_attempts, runs.c.started_time
+            runs.c.id,
+            runs.c.lease_owner,
+            runs.c.attempt,
+            runs.c.max_attempts,
+            runs.c.started_time,
+            runs.c.cancel_requested_by,
         )
         .where(_status_is(runs.c.status, RUNNING), runs.c.lease_expires_at < now)
         .order_by(runs.c.id)
@@ -836,7 +899,19 @@ def reap(session: Session, *, now: datetime, limit: int = 500) -> Applied:
             "(its lease expired without a heartbeat)."
         )
         duration = (now - row.started_time).total_seconds() if row.started_time else None
-        if row.attempt < row.max_attempts:
+        if row.cancel_requested_by is not None:
+            outcomes.append(
+                Outcome(
+                    row.id,
+                    row.lease_owner or "",
+                    row.attempt,
+                    Result.CANCELLED,
+                    stopped_message(row.cancel_requested_by),
+                    error=lost,
+                    duration=duration,
+                )
+            )
+        elif row.attempt < row.max_attempts:
             outcomes.append(
                 Outcome(
                     row.id,

@@ -73,7 +73,7 @@ class RunMetrics:
         self.finished = Counter(
             "opendts_engine_runs_finished_total",
             "Run attempts this process finished and wrote, by outcome (completed, failed, "
-            "retry, lost, released).",
+            "retry, lost, released, cancelled).",
             ["outcome"],
             registry=None,
         )

@@ -77,6 +77,9 @@ class TransferRun(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: JSON array of earlier failed attempts: ``{attempt, status, error, duration, ended_time}``.
     history: Mapped[str] = mapped_column(Text, default="[]")
+    #: The user who cancelled the backfill with ``"mode": "now"`` while this run executed:
+    #: the engine holding it stops it and writes it CANCELLED (it stays RUNNING until then).
+    cancel_requested_by: Mapped[int | None] = mapped_column(BigId, nullable=True)
 
     __table_args__ = (
         Index("uq_transfer_runs_backfill_date", "backfill_id", "data_date", unique=True),

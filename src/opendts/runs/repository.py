@@ -34,6 +34,31 @@ def cancel_queued(session: Session, backfill_id: int, *, user_id: int, now: date
     return int(cast(CursorResult[Any], result).rowcount or 0)
 
 
+def request_stop(session: Session, backfill_id: int, *, user_id: int) -> int:
+    """Ask the engines holding a backfill's running runs to stop them; returns how many.
+
+    The runs stay RUNNING (their dates still held) until their engine has killed the process
+    and written them CANCELLED. Runs locked by an engine writing their outcome right now are
+    skipped (they are finishing anyway): on PostgreSQL a finish locks runs before the backfill,
+    and this cancel holds the backfill.
+    """
+    chosen = (
+        select(runs.c.id)
+        .where(runs.c.backfill_id == backfill_id, runs.c.status == RunStatus.RUNNING.value)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    result = session.execute(
+        update(runs)
+        .where(runs.c.id.in_(chosen))
+        .values(
+            cancel_requested_by=user_id,
+            message=f'Stopping: user {user_id} cancelled the backfill with "mode": "now".',
+        )
+    )
+    return int(cast(CursorResult[Any], result).rowcount or 0)
+
+
 def recurring_in_flight_of_team(session: Session, team_id: int) -> int:
     """The team's recurring runs (no backfill) that are queued or running."""
     count = session.scalar(

@@ -1,8 +1,9 @@
 """``sql``: one date of rows from any database SQLAlchemy can reach, by a query.
 
-The query binds the date as ``:date`` (``WHERE day = :date``); rows stream in chunks of
-``chunk_size`` and become record batches, types inferred by pyarrow (decimals, dates and
-timestamps keep their types; nested values such as JSON or arrays become JSON text).
+The query binds the date as ``:date`` (``WHERE day = :date``); rows stream from a server-side
+cursor in chunks of ``chunk_size`` (at most ``MAX_CHUNK_ROWS``) and become record batches,
+types inferred by pyarrow (decimals, dates and timestamps keep their types; nested values
+such as JSON or arrays become JSON text).
 
 A database that cannot be reached is a transient failure (the date is retried); a query the
 database rejects (bad SQL, a missing table or column) fails the date with the first line of its
@@ -66,6 +67,8 @@ _TERMINAL_OPERATIONAL = (
 )
 
 CONNECT_TIMEOUT_SECONDS = 10
+#: Rows fetched and yielded at a time, whatever ``chunk_size`` says (a day is never held).
+MAX_CHUNK_ROWS = 65_536
 
 #: Backends whose database is a file, not a server (their paths are checked elsewhere).
 FILE_BACKENDS = frozenset({"sqlite"})
@@ -395,9 +398,10 @@ class SqlSource:
                     driver.set_authorizer(_sqlite_reads_only)  # type: ignore[union-attr]
                 if is_postgresql:
                     _verify(conn, request.boundary)
-                result = conn.execution_options(
-                    stream_results=True, max_row_buffer=settings.chunk_size
-                ).execute(statement, {"date": request.data_date})
+                chunk = min(settings.chunk_size, MAX_CHUNK_ROWS)
+                result = conn.execution_options(stream_results=True, max_row_buffer=chunk).execute(
+                    statement, {"date": request.data_date}
+                )
                 names = list(result.keys())
                 duplicates = sorted({n for n in names if names.count(n) > 1})
                 if duplicates:
@@ -408,7 +412,7 @@ class SqlSource:
                 while True:
                     if request.cancelled.is_set():
                         raise TransientRunError("interrupted")
-                    rows = result.fetchmany(settings.chunk_size)
+                    rows = result.fetchmany(chunk)
                     if not rows:
                         break
                     columns = list(zip(*rows, strict=True))
