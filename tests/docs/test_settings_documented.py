@@ -49,8 +49,7 @@ def test_every_setting_at_the_boundary_is_in_the_security_table_with_a_default()
 
 def test_the_security_table_names_only_real_settings() -> None:
     known = {env_name(f) for f in Settings.model_fields}
-    # The run memory cap arrives with runs in separate processes (issue 11 §4).
-    stale = sorted(set(boundary_table()) - known - {"OPENDTS_RUN_MEMORY_MB"})
+    stale = sorted(set(boundary_table()) - known)
     assert stale == [], f"docs/security.md lists settings that do not exist: {stale}"
 
 
