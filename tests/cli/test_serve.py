@@ -77,7 +77,7 @@ def test_first_start_creates_demo_and_prints_a_working_key(tmp_path: Path) -> No
         while httpx.get(backfill, headers=headers).json()["data"]["status"] != "COMPLETED":
             assert time.monotonic() < deadline, "the demo backfill did not complete"
             time.sleep(0.2)
-        # The banner's command reads the loaded month (the file is free between loads).
+        # The banner's command reads the loaded month (the file is free 2 s after a load).
         query = (
             f"import duckdb; print(duckdb.connect({warehouse.group(1)!r}, read_only=True)"
             ".sql('SELECT count(DISTINCT date), count(*) FROM demo_ad_metrics').fetchall())"

@@ -54,7 +54,7 @@ def first_start_banner(account: DemoAccount, base: str) -> str:
       backfill = client.backfills.create({team}, {transfer}, date(2024, 1, 1), date(2024, 1, 31))
       print(backfill.status, backfill.transfer_runs_total)
 
-  Then look at the data (DuckDB's CLI or Python; the file is free between loads):
+  Then look at the data (DuckDB's CLI or Python; the file is free 2 s after a load):
 
       .venv/bin/python -c "import duckdb; print(duckdb.connect('{warehouse}', \\
         read_only=True).sql('SELECT date, count(*) FROM {DEMO_TABLE} GROUP BY 1'))"
