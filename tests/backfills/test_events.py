@@ -26,7 +26,13 @@ def events_url(account: Account, backfill_id: int) -> str:
     return f"/v1/teams/{account.team_id}/backfills/{backfill_id}/events"
 
 
-def read_events(client: TestClient, url: str, headers: dict[str, str]) -> list[tuple[str, Any]]:
+def read_events(
+    client: TestClient,
+    url: str,
+    headers: dict[str, str],
+    opened: threading.Event | None = None,
+) -> list[tuple[str, Any]]:
+    """The stream's events until it ends; ``opened`` is set once the first one arrived."""
     events: list[tuple[str, Any]] = []
     with client.stream("GET", url, headers=headers) as response:
         assert response.status_code == 200
@@ -37,6 +43,8 @@ def read_events(client: TestClient, url: str, headers: dict[str, str]) -> list[t
                 name = line[len("event: ") :]
             elif line.startswith("data: "):
                 events.append((name, json.loads(line[len("data: ") :])))
+                if opened is not None:
+                    opened.set()
     return events
 
 
@@ -95,13 +103,15 @@ def test_a_revoked_key_ends_the_stream(
     transfer = make_transfer(db, account.team_id, kind="fault", latency_ms=60_000)
     backfill = make_backfill(db, account, date(2024, 1, 1), date(2024, 1, 2), transfer)
     result: list[list[tuple[str, Any]]] = []
+    opened = threading.Event()
     reader = threading.Thread(
         target=lambda: result.append(
-            read_events(client, events_url(account, backfill.id), account.headers)
+            read_events(client, events_url(account, backfill.id), account.headers, opened)
         )
     )
     reader.start()
-    threading.Event().wait(0.6)
+    # Revoked once the stream is open (revoking before would be a plain 401).
+    assert opened.wait(30), "the stream sent no first event"
     revoke(db, account.key_id)
     reader.join(timeout=10)
     assert not reader.is_alive(), "the stream did not end after the key was revoked"

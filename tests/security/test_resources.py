@@ -149,17 +149,17 @@ def test_a_run_over_the_memory_cap_fails_naming_the_cap_while_the_api_answers(
     with registered(HogSource()), TestClient(create_app(settings, db)) as client:
         transfer = data_transfer(db, settings, account.team_id, "test_hog", {"megabytes": 600})
         backfill = make_backfill(db, account, DAY, DAY, transfer)
-        with running_engine(db, settings, run_memory_mb=200) as engine:
+        with running_engine(db, settings, run_memory_mb=200):
             wait_for(lambda: snapshot(db, backfill.id).runs_running, what="the run to start")
             assert backfill_answers(client, account, backfill.id)  # during
             snap = final(db, backfill.id)
             assert backfill_answers(client, account, backfill.id)  # after
-            killed = engine.processes.killed
     assert snap.status == "FAILED"
     [run] = run_rows(db, backfill.id)
     assert run["attempt"] == 1  # terminal: not retried
+    # The parent's watch kills the process, or, when the allocation outruns the watch (a loaded
+    # machine), the child's RLIMIT_AS backstop makes it fail with MemoryError: the same message.
     assert "used more than 200 MB, the run memory cap (OPENDTS_RUN_MEMORY_MB)" in run["error"]
-    assert killed >= 1
     # The memory was the run process's, never this one's (the API's).
     assert (rss_mb(os.getpid()) or 0.0) - before < 150
 
