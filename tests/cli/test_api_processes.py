@@ -187,6 +187,8 @@ def server(
         "OPENDTS_SHUTDOWN_GRACE_SECONDS": "0",
         # Longer than the test waits: a backfill that starts at once was woken, not polled.
         "OPENDTS_POLL_SECONDS": "60",
+        # A heartbeat every 100 s: a run stopped at once by a cancel "now" was woken too.
+        "OPENDTS_LEASE_SECONDS": "300",
     }
     if request.param == "sqlite":
         running = start_server(data_dir, None, "--workers", str(PROCESSES), **settings)
@@ -310,6 +312,36 @@ def test_one_engine_runs_and_api_processes_wake_it(server: Server) -> None:
     engines = re.findall(r"engine (\S+) started", server.log.read_text())
     assert len(engines) == 1, engines
     assert engines[0].split(":")[1] == str(server.process.pid)  # the supervisor's, no other
+
+
+def test_a_cancel_now_in_an_api_process_stops_the_engines_run_at_once(server: Server) -> None:
+    team = int(server.account["team_id"])  # type: ignore[call-overload]
+    _, headers = server.key()
+    db = Database(server.database_url)
+    try:
+        hung = make_transfer(db, team, kind="fault", hang_dates=["2023-07-01"])
+        created = httpx.post(
+            f"{server.base}/v1/teams/{team}/transfers/{hung}/backfills",
+            json={"range_start": "2023-07-01", "range_end": "2023-07-01"},
+            headers=headers,
+        )
+        assert created.status_code == 200, created.text
+        backfill = int(created.json()["data"]["transfer_backfill_id"])
+
+        def status_of_run() -> str:
+            rows = run_rows(db, backfill)  # read here: polling the API would use up the budget
+            return str(rows[0]["status"]) if rows else ""
+
+        wait_for(lambda: status_of_run() == "RUNNING", what="the hung run")
+        cancelled = httpx.patch(
+            f"{server.base}/v1/teams/{team}/backfills/{backfill}",
+            json={"status": "CANCELLED", "mode": "now"},
+            headers=headers,
+        )
+        assert cancelled.status_code == 200, cancelled.text
+        wait_for(lambda: status_of_run() == "CANCELLED", timeout=20, what="the run stopped")
+    finally:
+        db.dispose()
 
 
 KEY = re.compile(r"odts_[A-Za-z0-9]{12}_[A-Za-z0-9_-]{43}")

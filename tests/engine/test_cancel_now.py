@@ -83,6 +83,22 @@ def test_cancel_now_stops_runs_in_threads_too_and_the_default_lets_them_finish(
     assert finished.counters_true
 
 
+def test_the_engine_serving_the_api_stops_the_runs_at_once_not_at_its_next_heartbeat(
+    db: Database, settings: Settings, account: Account
+) -> None:
+    hung = make_transfer(db, account.team_id, kind="fault", hang_dates=[DAY])
+    # A heartbeat every 100 s: only the API's wake-up can stop the run within the test.
+    with running_engine(db, settings, lease_seconds=300) as engine:
+        app = create_app(settings, db, wake=engine.wake, stop_runs=engine.check_stops)
+        with TestClient(app) as client:
+            stopped = make_backfill(db, account, DAY, DAY, hung)
+            wait_for(lambda: snap_of(db, stopped.id).runs_running, what="the hung run")
+            cancel(client, account, stopped.id, mode="now")
+            snap = final(db, stopped.id, timeout=20)
+    assert snap.status == "CANCELLED" and snap.runs_cancelled == 1 and snap.counters_true
+    assert engine.stats.stopped == 1
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("mode", ["later", "", 1, ["now"]])
 def test_an_unknown_cancel_mode_is_a_400_naming_the_field(

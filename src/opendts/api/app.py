@@ -89,11 +89,16 @@ class Readiness:
 
 
 def create_app(
-    settings: Settings, db: Database | None = None, *, wake: Callable[[], None] | None = None
+    settings: Settings,
+    db: Database | None = None,
+    *,
+    wake: Callable[[], None] | None = None,
+    stop_runs: Callable[[], None] | None = None,
 ) -> FastAPI:
     """Build the API app for ``settings`` (routes under ``/v1``).
 
-    ``wake`` is called after a backfill is created: the in-process engine's wake-up.
+    ``wake`` is called after a backfill is created: the in-process engine's wake-up;
+    ``stop_runs`` after a cancel with ``"mode": "now"``, so that engine stops the runs at once.
     """
     database = db or Database(settings.resolved_database_url)
     app = FastAPI(
@@ -111,6 +116,7 @@ def create_app(
         db=database,
         limiter=limiter,
         wake=wake or (lambda: None),
+        stop_runs=stop_runs or (lambda: None),
         failed_auth=limiter.per_minute(settings.failed_auth_per_minute, "failed-auth"),
         sign_ins=limiter.per_minute(settings.sign_ins_per_minute, "sign-in"),
         streams=StreamSlots(settings.max_event_streams_per_key),

@@ -61,6 +61,8 @@ class Runtime:
     limiter: RateLimiter
     #: Tells this process's engine (if any) that there is new work: the in-process wake-up.
     wake: Callable[[], None] = lambda: None
+    #: Tells this process's engine (if any) that a cancel "now" was committed: stop runs now.
+    stop_runs: Callable[[], None] = lambda: None
     #: Failed authentications per client address (``None``: not limited).
     failed_auth: RateLimiter | None = None
     #: Dashboard sign-ins per client address (``None``: not limited).

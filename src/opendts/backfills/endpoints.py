@@ -217,6 +217,7 @@ async def update_backfill_status(
     """Cancel a backfill: body ``{"status": "CANCELLED"}``, plus ``"mode": "now"`` (an
     extension) to stop its running runs too."""
     body = await request.body()
+    modes: list[str] = []
 
     def work(ctx: Guarded) -> dict[str, Any]:
         _, mode = schemas.parse_status_update(body, request.headers.get("content-type"))
@@ -227,9 +228,12 @@ async def update_backfill_status(
             user_id=ctx.principal.user_id,
             mode=mode,
         )
+        modes.append(mode)
         return service.wire(ctx.session, backfill)
 
     data = await run_guarded(request, team_id, Access.WRITE, work, write=True)
+    if "now" in modes:
+        runtime(request).stop_runs()  # committed: this process's engine stops them now
     return data_response(request_id(request), data)
 
 

@@ -93,7 +93,12 @@ def api_process(
     logs.configure(log_level)
     _stop_with_supervisor(settings.shutdown_grace_seconds + 5)
     db = Database(settings.resolved_database_url)
-    app = create_app(settings, db, wake=_waker(wake) if wake is not None else None)
+    app = create_app(
+        settings,
+        db,
+        wake=_waker(wake, WAKE) if wake is not None else None,
+        stop_runs=_waker(wake, STOP_RUNS) if wake is not None else None,
+    )
     # uvicorn re-raises the signal that stopped it once requests drained: caught here, so
     # the process exits 0 (as single-process ``serve`` does).
     for signum in STOP_SIGNALS:
@@ -104,13 +109,18 @@ def api_process(
         db.dispose()
 
 
-def _waker(channel: socket.socket) -> Callable[[], None]:
+#: What an API process sends the supervisor's engine: new work, or a cancel "now" to apply.
+WAKE = b"\0"
+STOP_RUNS = b"s"
+
+
+def _waker(channel: socket.socket, what: bytes) -> Callable[[], None]:
     channel.setblocking(False)
 
     def wake() -> None:
         # A full buffer means a wake-up is already pending; a gone engine needs none.
         with contextlib.suppress(OSError):
-            channel.send(b"\0")
+            channel.send(what)
 
     return wake
 
@@ -140,7 +150,12 @@ class Supervisor:
     """Starts, restarts and stops the API processes of one ``serve``."""
 
     def __init__(
-        self, settings: Settings, log_level: str, *, wake: Callable[[], None] | None
+        self,
+        settings: Settings,
+        log_level: str,
+        *,
+        wake: Callable[[], None] | None,
+        stop_runs: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.log_level = log_level
@@ -148,6 +163,7 @@ class Supervisor:
         self._context = multiprocessing.get_context("spawn")
         self._listener = listen(settings.host, settings.port)
         self._wake = wake
+        self._stop_runs = stop_runs
         self._wake_pair = (
             socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) if wake is not None else None
         )
@@ -260,18 +276,28 @@ class Supervisor:
         receiver.settimeout(0.5)
         while self._relaying:
             try:
-                receiver.recv(64)
+                received = receiver.recv(64)
             except TimeoutError:
                 continue
-            self._wake()
+            if received == STOP_RUNS:
+                if self._stop_runs is not None:
+                    self._stop_runs()
+            else:
+                self._wake()
 
 
-def serve_processes(settings: Settings, log_level: str, *, wake: Callable[[], None] | None) -> None:
+def serve_processes(
+    settings: Settings,
+    log_level: str,
+    *,
+    wake: Callable[[], None] | None,
+    stop_runs: Callable[[], None] | None = None,
+) -> None:
     """Serve ``settings.port`` from ``settings.api_processes`` processes until stopped."""
     from opendts.kit.secrets import box_for
 
     # The key file is made here once, not raced for by N processes at their first write.
     box_for(settings.data_dir, settings.secret_key)
-    supervisor = Supervisor(settings, log_level, wake=wake)
+    supervisor = Supervisor(settings, log_level, wake=wake, stop_runs=stop_runs)
     typer.echo(f"{supervisor.count} API processes on http://{settings.host}:{settings.port}")
     supervisor.run()

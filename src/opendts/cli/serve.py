@@ -103,13 +103,23 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         typer.echo("workers off (--no-workers): backfills wait for `opendts worker` processes")
     if settings.api_processes > 1:
         try:
-            serve_processes(settings, log_level, wake=engine.wake if engine else None)
+            serve_processes(
+                settings,
+                log_level,
+                wake=engine.wake if engine else None,
+                stop_runs=engine.check_stops if engine else None,
+            )
         finally:
             if engine is not None:
                 engine.stop()
             db.dispose()
         return
-    app = create_app(settings, db, wake=engine.wake if engine is not None else None)
+    app = create_app(
+        settings,
+        db,
+        wake=engine.wake if engine is not None else None,
+        stop_runs=engine.check_stops if engine is not None else None,
+    )
     config = uvicorn_config(app, settings, log_level)
     # uvicorn re-raises the signal that stopped it once it has drained requests; with these
     # handlers in place that re-raise is caught here, so the engine can finish or release its

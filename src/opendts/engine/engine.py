@@ -155,6 +155,8 @@ class Engine:
         self._spare_hint = True
         self._stopping = threading.Event()
         self._closed = threading.Event()
+        #: A cancel "now" was committed in this process: look for runs to stop at once.
+        self._stops_hint = threading.Event()
         self._grace_until: float | None = None
         self._pool = ThreadPoolExecutor(
             max_workers=self.concurrency * 2 + self.spare, thread_name_prefix="opendts-run"
@@ -196,6 +198,11 @@ class Engine:
         self._spare_hint = True
         self._event.set()
 
+    def check_stops(self) -> None:
+        """A backfill was cancelled with ``"mode": "now"``: stop its runs held here now, not
+        at the next heartbeat (the in-process wake-up; other engines see it at theirs)."""
+        self._stops_hint.set()
+
     def stop(self, grace: float | None = None) -> None:
         """Stop claiming; let in-flight runs finish for ``grace`` seconds; release the rest."""
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
@@ -206,6 +213,7 @@ class Engine:
             if thread.name == "opendts-engine":
                 thread.join()
         self._closed.set()
+        self._stops_hint.set()
         for thread in self._threads:
             thread.join(timeout=5)
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -570,7 +578,22 @@ class Engine:
 
     def _housekeeping(self) -> None:
         interval = self.settings.heartbeat_seconds
-        while not self._closed.wait(interval):
+        due = time.monotonic() + interval
+        while True:
+            poked = self._stops_hint.wait(max(0.0, due - time.monotonic()))
+            if self._closed.is_set():
+                return
+            if poked:
+                self._stops_hint.clear()
+                try:
+                    self._heartbeat()  # renews the leases early, and stops what was marked
+                except SQLAlchemyError as exc:
+                    self.stats.db_errors += 1
+                    log.warning("heartbeat: database unavailable (%s)", exc.__class__.__name__)
+                except Exception:
+                    log.exception("heartbeat: unexpected error")
+                continue
+            due = time.monotonic() + interval
             try:
                 self._heartbeat()
                 reaped = self._write(lambda s: queue.reap(s, now=utcnow()))
